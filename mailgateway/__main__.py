@@ -1,0 +1,3 @@
+from mailgateway.cli import main
+
+main()

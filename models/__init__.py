@@ -1,0 +1,1 @@
+"""Tables, the raw-mail store and the domain operations: the only writer of the database."""

@@ -1,0 +1,34 @@
+"""Contacts: one per address, found case-insensitively, safe against a concurrent insert."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models.schema import Contact
+
+
+def normalize_address(address: str) -> str:
+    return address.strip().lower()
+
+
+def find_contact(session: Session, address: str) -> Contact | None:
+    return session.scalar(select(Contact).where(Contact.email == normalize_address(address)))
+
+
+def contact_for(session: Session, address: str, name: str = "") -> Contact:
+    """The contact for an address, created on first sight; a display name fills a blank one."""
+    email = normalize_address(address)
+    contact = find_contact(session, email)
+    if contact is None:
+        try:
+            with session.begin_nested():
+                contact = Contact(email=email, name=name[:200])
+                session.add(contact)
+        except IntegrityError:  # another process created it between our select and insert
+            contact = find_contact(session, email)
+            assert contact is not None
+    if name and not contact.name:
+        contact.name = name[:200]
+    return contact
