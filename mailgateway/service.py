@@ -40,8 +40,17 @@ def web_service(runtime: Runtime) -> Service:
     return Service("web", start, server.close)
 
 
+def smtp_service(runtime: Runtime) -> Service:
+    from mailgateway.smtp import SmtpListener
+
+    listener = SmtpListener(runtime)
+    return Service("smtp", listener.start, listener.stop)
+
+
 def build_services(runtime: Runtime) -> list[Service]:
     services = []
+    if runtime.settings.smtp.enabled:
+        services.append(smtp_service(runtime))
     if runtime.settings.web.enabled:
         services.append(web_service(runtime))
     return services

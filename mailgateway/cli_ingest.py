@@ -1,0 +1,179 @@
+"""`mailgateway ingest` (an MTA pipe, and history import) and `mailgateway quarantine`.
+
+One JSON line per message. Exit 0 when every message was stored, ignored or kept in
+quarantine; 75 (EX_TEMPFAIL) on a transient failure so the MTA retries; 65 (EX_DATAERR)
+when the input is not a message at all (it is still kept in quarantine).
+"""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import click
+
+from mailgateway.cli import Context, cli, pass_context
+from mailgateway.config import load_settings
+from mailgateway.errors import TemporaryFailure
+from mailgateway.ingest import IngestResult, Source, receive_batch, retry_quarantined
+from mailgateway.runtime import open_runtime
+from models import inbound
+
+BATCH = 200
+
+
+def _messages(files: Sequence[Path], mbox: Path | None, maildir: Path | None
+              ) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every message asked for; stdin when nothing else is."""
+    for path in files:
+        yield str(path), path.read_bytes()
+    if mbox:
+        for key, message in mailbox.mbox(mbox, create=False).items():
+            yield f"{mbox}:{key}", message.as_bytes()
+    if maildir:
+        box = mailbox.Maildir(maildir, factory=None, create=False)
+        for key in sorted(box.keys()):
+            with box.get_file(key) as handle:
+                yield f"{maildir}:{key}", handle.read()
+    if not files and not mbox and not maildir:
+        yield "stdin", sys.stdin.buffer.read()
+
+
+def _chunks(items: Iterator[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
+    chunk: list[tuple[str, bytes]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _ingest_chunk(config: str, kind: str, chunk: list[tuple[str, bytes]]) -> list[dict] | str:
+    """Worker for --jobs: its own runtime; a TemporaryFailure comes back as its text."""
+    runtime = open_runtime(load_settings(config))
+    try:
+        return [r.as_json() | {"_65": r.not_a_message} for r in
+                receive_batch(runtime, [(data, Source(kind, name)) for name, data in chunk])]
+    except TemporaryFailure as error:
+        return str(error)
+    finally:
+        runtime.close()
+
+
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--mbox", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--maildir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes for large imports.")
+@pass_context
+def ingest(ctx: Context, files: tuple[Path, ...], mbox: Path | None, maildir: Path | None,
+           jobs: int) -> None:
+    """Take messages from FILES, an mbox, a Maildir, or standard input."""
+    kind = "pipe" if not (files or mbox or maildir) else "import"
+    chunks = _chunks(_messages(files, mbox, maildir), BATCH if jobs > 1 else 50)
+    progress = _progress(maildir, mbox, files)
+    exit_code = 0
+    try:
+        for results in _run(ctx, kind, chunks, jobs):
+            for result in results:
+                if result.pop("_65", False):
+                    exit_code = os.EX_DATAERR
+                click.echo(json.dumps(result, ensure_ascii=False))
+            if progress is not None:
+                progress.update(len(results))
+    except TemporaryFailure as error:
+        click.echo(f"mailgateway: {error}", err=True)
+        sys.exit(os.EX_TEMPFAIL)
+    finally:
+        if progress is not None:
+            progress.close()
+    sys.exit(exit_code)
+
+
+def _run(ctx: Context, kind: str, chunks: Iterator[list[tuple[str, bytes]]], jobs: int
+         ) -> Iterator[list[dict]]:
+    if jobs == 1:
+        for chunk in chunks:
+            results: list[IngestResult] = receive_batch(
+                ctx.runtime, [(data, Source(kind, name)) for name, data in chunk])
+            yield [r.as_json() | {"_65": r.not_a_message} for r in results]
+        return
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = [pool.submit(_ingest_chunk, str(ctx.settings.path), kind, c) for c in chunks]
+        for future in futures:
+            outcome = future.result()
+            if isinstance(outcome, str):
+                raise TemporaryFailure(outcome)
+            yield outcome
+
+
+def _progress(maildir: Path | None, mbox: Path | None, files: Sequence[Path]):  # type: ignore[no-untyped-def]
+    """A progress bar on stderr for long imports, only when a person is watching."""
+    if not sys.stderr.isatty() or not (maildir or mbox or len(files) > 20):
+        return None
+    from tqdm import tqdm
+
+    total = len(files) + (len(mailbox.Maildir(maildir, create=False)) if maildir else 0)
+    return tqdm(total=total or None, unit="msg", file=sys.stderr)
+
+
+@cli.group()
+def quarantine() -> None:
+    """Messages that could not be processed: kept with the error until retried or deleted."""
+
+
+@quarantine.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def quarantine_list(ctx: Context, as_json: bool) -> None:
+    with ctx.runtime.sessions() as session:
+        rows = [{"id": r.id, "received_at": r.received_at.isoformat() + "Z", "source": r.source,
+                 "from": r.header_from, "subject": r.header_subject,
+                 "message_id": r.header_message_id, "size": r.size, "reason": r.reason}
+                for r in inbound.quarantined(session)]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+    for r in rows if not as_json else []:
+        click.echo(f"#{r['id']}\t{r['received_at']}\t{r['from'] or '-'}\t{r['reason']}")
+
+
+@quarantine.command("show")
+@click.argument("raw_id", type=int)
+@click.option("--raw", "show_raw", is_flag=True, help="Print the original message.")
+@pass_context
+def quarantine_show(ctx: Context, raw_id: int, show_raw: bool) -> None:
+    with ctx.runtime.sessions() as session:
+        raw = inbound.get_raw(session, raw_id)
+    if show_raw:
+        sys.stdout.buffer.write(ctx.runtime.store.get(raw.sha256))
+        return
+    for key in ("id", "state", "source", "received_at", "size", "sha256", "header_from",
+                "header_subject", "header_message_id", "attempts", "reason"):
+        click.echo(f"{key}: {getattr(raw, key)}")
+
+
+@quarantine.command("retry")
+@click.argument("raw_ids", type=int, nargs=-1, required=True)
+@pass_context
+def quarantine_retry(ctx: Context, raw_ids: tuple[int, ...]) -> None:
+    """Run messages through the normal ingest path again."""
+    for raw_id in raw_ids:
+        click.echo(json.dumps(retry_quarantined(ctx.runtime, raw_id).as_json()))
+
+
+@quarantine.command("delete")
+@click.argument("raw_ids", type=int, nargs=-1, required=True)
+@pass_context
+def quarantine_delete(ctx: Context, raw_ids: tuple[int, ...]) -> None:
+    for raw_id in raw_ids:
+        with ctx.runtime.sessions.begin() as session:
+            inbound.delete_quarantined(session, raw_id)
+        click.echo(f"deleted #{raw_id}")

@@ -1,0 +1,302 @@
+"""The one path every received message takes, whatever brought it (SMTP, IMAP, pipe, import).
+
+    1 store raw    bytes in the blob store (fsync) and a RawMail row: own commit
+    2 parse        parse.py: never raises for mail, NotAMessage for garbage
+    3 classify     classify.py: human or robot; ours or a loop is ignored
+    4 thread       conversation.py: which ticket, by which rule
+    5 domain op    models/tickets.py: open a ticket or add the message
+    6 follow-ups   FOLLOW_UPS: acknowledgement, notifications (outbox rows)
+    4-6 commit together for a whole batch, each message in a savepoint of its own:
+    a duplicate (unique dedup_key) or a fault rolls back that message alone, which is
+    then settled as duplicate or quarantined in the same commit.
+
+The caller acknowledges (SMTP 250, IMAP \\Seen, exit 0) only after this returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mailparser.exceptions import MailParserError
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from mailgateway.classify import Verdict, classify, delivery_report
+from mailgateway.config import Settings
+from mailgateway.conversation import Envelope, Placement, place
+from mailgateway.errors import TemporaryFailure
+from mailgateway.parse import NotAMessage, ParsedMail, parse
+from mailgateway.runtime import Runtime
+from models.inbound import RawReceipt, get_raw, record_raw, settle
+from models.queues import queue_named
+from models.schema import Direction, Message, RawMail, RawState, Ticket
+from models.tickets import (
+    AttachmentDraft,
+    MessageDraft,
+    add_customer_message,
+    get_ticket,
+    open_ticket,
+)
+
+log = logging.getLogger(__name__)
+
+Action = Literal["created", "appended", "duplicate", "ignored", "quarantined"]
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # smtp | lmtp | imap | pipe | import
+    detail: str = ""  # account name, peer address, file name
+    recipients: tuple[str, ...] = ()  # envelope RCPT TO
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.detail}" if self.detail else self.kind
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    action: Action
+    ticket: int | None
+    message_id: str | None
+    reason: str
+    raw_id: int | None = None
+    not_a_message: bool = False  # the pipe exits 65 for these: the sender should hear of it
+
+    def as_json(self) -> dict[str, object]:
+        return {"action": self.action, "ticket": self.ticket, "message_id": self.message_id,
+                "reason": self.reason, "raw_id": self.raw_id}
+
+
+@dataclass
+class Work:
+    """One message on its way through the steps."""
+
+    raw: RawMail
+    data: bytes
+    source: Source
+    mail: ParsedMail | None = None
+    verdict: Verdict | None = None
+    attachments: list[AttachmentDraft] = field(default_factory=list)
+    result: IngestResult | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a follow-up step sees: the message just stored and how it got there."""
+
+    ticket: Ticket
+    message: Message
+    created: bool
+    mail: ParsedMail
+    verdict: Verdict
+
+
+FollowUp = Callable[[Session, Stored, Settings], None]
+FOLLOW_UPS: list[FollowUp] = []
+
+
+def receive(runtime: Runtime, data: bytes, source: Source) -> IngestResult:
+    """Take one message; committed durably when this returns. TemporaryFailure: try later."""
+    return receive_batch(runtime, [(data, source)])[0]
+
+
+def receive_batch(runtime: Runtime, items: Sequence[tuple[bytes, Source]]) -> list[IngestResult]:
+    """Take many messages with two commits in all: the raw receipts, then the messages."""
+    with _temporary_on_database_errors():
+        work = store_raw(runtime, items)
+    for item in work:
+        if item.result is None:
+            prepare(runtime, item)
+    with _temporary_on_database_errors():
+        commit_messages(runtime, work)
+    return [item.result for item in work]
+
+
+def retry_quarantined(runtime: Runtime, raw_id: int) -> IngestResult:
+    """Run a quarantined message through the normal path again, after a fix."""
+    with runtime.sessions() as session:
+        raw = get_raw(session, raw_id)
+    item = Work(raw=raw, data=runtime.store.get(raw.sha256), source=Source(raw.source))
+    prepare(runtime, item)
+    with _temporary_on_database_errors():
+        commit_messages(runtime, [item])
+    return item.result
+
+
+# -- 1 store raw ---------------------------------------------------------------------------
+
+def store_raw(runtime: Runtime, items: Sequence[tuple[bytes, Source]]) -> list[Work]:
+    """Bytes durable on disk, then one committed row each; bytes seen before are answered
+    from their row (same bytes again = no-op)."""
+    receipts = []
+    for data, source in items:
+        try:
+            digest = runtime.store.put(data)
+        except OSError as error:  # disk full, permissions: the sender must retry
+            raise TemporaryFailure(f"cannot store the message: {error}") from error
+        receipts.append(RawReceipt(digest, len(data), str(source)))
+    with runtime.sessions.begin() as session:
+        rows = record_raw(session, receipts)
+    work, seen = [], set()
+    for (data, source), receipt in zip(items, receipts, strict=True):
+        item = Work(raw=rows[receipt.sha256], data=data, source=source)
+        if receipt.sha256 in seen or item.raw.state != RawState.RECEIVED:
+            item.result = _earlier_answer(item.raw)
+        seen.add(receipt.sha256)
+        work.append(item)
+    return work
+
+
+def _earlier_answer(raw: RawMail) -> IngestResult:
+    if raw.state == RawState.QUARANTINED:
+        return IngestResult("quarantined", None, raw.header_message_id,
+                            f"already quarantined: {raw.reason}", raw.id)
+    if raw.state == RawState.IGNORED:
+        return IngestResult("ignored", None, raw.header_message_id, raw.reason, raw.id)
+    return IngestResult("duplicate", raw.ticket_id, raw.header_message_id,
+                        "the same bytes were received before", raw.id)
+
+
+# -- 2 parse, 3 classify (no database) ----------------------------------------------------
+
+def prepare(runtime: Runtime, item: Work) -> None:
+    """Parse, classify and store attachment bytes; a fault quarantines this message only."""
+    try:
+        item.mail = parse(item.data, runtime.settings.limits)
+        item.verdict = classify(item.mail.message)
+        item.attachments = [
+            AttachmentDraft(filename=a.filename, content_type=a.content_type, size=len(a.data),
+                            sha256=runtime.store.put(a.data), content_id=a.content_id,
+                            inline=a.inline)
+            for a in item.mail.attachments]
+    except NotAMessage as error:
+        item.result = IngestResult("quarantined", None, None, str(error), item.raw.id,
+                                   not_a_message=True)
+    except (MailParserError, RecursionError, ValueError, LookupError, TypeError,
+            UnicodeError, AttributeError, IndexError, KeyError) as error:
+        log.exception("cannot parse raw message %s", item.raw.id)
+        item.result = IngestResult("quarantined", None, None, f"parse failed: {error!r}",
+                                   item.raw.id)
+
+
+def ignore_reason(mail: ParsedMail, verdict: Verdict, settings: Settings) -> str:
+    """Our own mail coming back is a loop waiting to happen: keep it, act on nothing.
+    A bounce from our own domain's mailer-daemon is not ours: it reports a failure."""
+    if verdict.auto != "bounce" and mail.from_address in settings.our_addresses:
+        return f"from our own address {mail.from_address}"
+    return ""
+
+
+# -- 4 thread, 5 domain op, 6 follow-ups (one transaction) ---------------------------------
+
+def commit_messages(runtime: Runtime, work: Sequence[Work]) -> None:
+    with runtime.sessions.begin() as session:
+        for item in work:
+            if item.result is not None and item.result.action != "quarantined":
+                continue  # answered from an earlier receipt
+            raw = session.merge(item.raw, load=False)
+            if item.result is not None:  # quarantined while parsing
+                settle(raw, RawState.QUARANTINED, item.result.reason)
+                continue
+            item.result = _store_one(session, runtime.settings, raw, item)
+
+
+def _store_one(session: Session, settings: Settings, raw: RawMail, item: Work) -> IngestResult:
+    mail, verdict = item.mail, item.verdict
+    facts = {"message_id": mail.message_id, "subject": mail.subject, "sender": mail.from_address}
+    reason = ignore_reason(mail, verdict, settings)
+    if reason:
+        settle(raw, RawState.IGNORED, reason, **facts)
+        return IngestResult("ignored", None, mail.message_id, reason, raw.id)
+    try:
+        with session.begin_nested():
+            placement, ticket, created = _thread_and_store(session, settings, raw, item)
+    except IntegrityError:
+        return _duplicate(session, raw, mail, facts)
+    except Exception as error:  # noqa: BLE001 -- edge: quarantine with the reason, lose nothing
+        log.exception("cannot store message %s (raw %s)", mail.message_id, raw.id)
+        settle(raw, RawState.QUARANTINED, f"store failed: {error!r}", **facts)
+        return IngestResult("quarantined", None, mail.message_id, f"store failed: {error!r}",
+                            raw.id)
+    settle(raw, RawState.STORED, placement.rule, ticket_id=ticket.id, **facts)
+    log.info("message %s %s ticket %s (%s)", mail.message_id, "opened" if created else
+             "appended to", ticket.id, placement.rule)
+    why = f"{placement.rule}: {placement.ref}" if placement.ref else placement.rule
+    if verdict.auto:
+        why += f"; automatic ({verdict.reason})"
+    return IngestResult("created" if created else "appended", ticket.id, mail.message_id,
+                        why, raw.id)
+
+
+def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: Work
+                      ) -> tuple[Placement, Ticket, bool]:
+    mail, verdict = item.mail, item.verdict
+    extra = []
+    if verdict.auto == "bounce":
+        report = delivery_report(mail.message)
+        if report and report.original_message_id:
+            extra.append(report.original_message_id)
+    placement = place(session, Envelope(mail, item.source.recipients, tuple(extra)), settings)
+    draft = _draft(mail, verdict, placement, raw.id, item.attachments)
+    cc = [(n, a) for n, a in mail.cc if a not in settings.our_addresses]
+    if placement.ticket_id is None:
+        queue = queue_named(session, route(mail, item.source, settings))
+        ticket, message = open_ticket(session, draft, queue=queue,
+                                      priority=settings.tickets.default_priority, cc=cc)
+    else:
+        ticket = get_ticket(session, placement.ticket_id)
+        message = add_customer_message(session, ticket, draft, cc=[] if verdict.auto else cc)
+    stored = Stored(ticket, message, placement.ticket_id is None, mail, verdict)
+    for follow_up in FOLLOW_UPS:
+        follow_up(session, stored, settings)
+    return placement, ticket, stored.created
+
+
+def _duplicate(session: Session, raw: RawMail, mail: ParsedMail, facts: dict) -> IngestResult:
+    ticket_id = session.scalar(select(Message.ticket_id).where(Message.dedup_key == mail.dedup_key))
+    settle(raw, RawState.STORED, "duplicate", ticket_id=ticket_id, **facts)
+    return IngestResult("duplicate", ticket_id, mail.message_id,
+                        f"already stored on ticket {ticket_id}", raw.id)
+
+
+def route(mail: ParsedMail, source: Source, settings: Settings) -> str:
+    """The queue whose address received the mail: envelope first, then To and Cc."""
+    by_address = {q.address.lower(): q.name for q in settings.queues}
+    for address in [*source.recipients, *(a for _, a in mail.to), *(a for _, a in mail.cc)]:
+        local, _, domain = address.lower().partition("@")
+        for candidate in (f"{local}@{domain}", f"{local.partition('+')[0]}@{domain}"):
+            if candidate in by_address:
+                return by_address[candidate]
+    return settings.default_queue.name
+
+
+def _draft(mail: ParsedMail, verdict: Verdict, placement: Placement, raw_id: int,
+           attachments: list[AttachmentDraft]) -> MessageDraft:
+    return MessageDraft(
+        direction=Direction.INBOUND, dedup_key=mail.dedup_key, message_id=mail.message_id,
+        from_address=mail.from_address, from_name=mail.from_name,
+        to=[a for _, a in mail.to], cc=[a for _, a in mail.cc], subject=mail.subject,
+        sent_at=mail.sent_at, text=mail.text, html=mail.html, reply_text=mail.reply_text,
+        in_reply_to=mail.in_reply_to, references=" ".join(mail.references) or None,
+        auto=verdict.auto, auto_reason=verdict.reason, threaded_by=placement.rule,
+        threaded_ref=placement.ref, notes=mail.notes,
+        thread_index=mail.header("Thread-Index") or None,
+        thread_topic=mail.header("Thread-Topic") or None, raw_id=raw_id,
+        attachments=attachments)
+
+
+class _temporary_on_database_errors:  # noqa: N801
+    """Database unreachable or locked: the sender should retry, so TemporaryFailure."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, error: BaseException | None, _tb: object) -> bool:
+        if isinstance(error, OperationalError | DBAPIError) and not isinstance(
+                error, IntegrityError):
+            raise TemporaryFailure(f"database unavailable: {error.orig or error}") from error
+        return False

@@ -1,0 +1,176 @@
+"""The SMTP listener: refuse at RCPT, 250 only after the commit, 451 when we cannot store.
+
+Sessions hand each message to a Batcher thread, which gathers what arrives within a
+few milliseconds into one receive_batch call: many messages share one durable commit,
+each still answered only after that commit, and parsing stays off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import socket
+import ssl
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from mailgateway.config import SmtpSettings, secret_from_env
+from mailgateway.errors import TemporaryFailure
+from mailgateway.ingest import IngestResult, Source, receive_batch
+from mailgateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+STOP = object()
+
+
+class Batcher:
+    """One thread that commits what the SMTP sessions hand it, in groups."""
+
+    def __init__(self, runtime: Runtime, max_batch: int, wait_ms: int) -> None:
+        self.runtime, self.max_batch, self.wait = runtime, max_batch, wait_ms / 1000
+        self.inbox: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="smtp-batcher", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.inbox.put(STOP)
+        self.thread.join(timeout=30)
+
+    def submit(self, data: bytes, source: Source) -> Future[IngestResult]:
+        future: Future[IngestResult] = Future()
+        self.inbox.put((data, source, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            first = self.inbox.get()
+            if first is STOP:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.wait
+            while len(batch) < self.max_batch:
+                try:
+                    item = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is STOP:
+                    self.inbox.put(STOP)
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list) -> None:
+        try:
+            results = receive_batch(self.runtime, [(data, source) for data, source, _ in batch])
+        except TemporaryFailure as error:
+            for *_, future in batch:
+                future.set_exception(error)
+            return
+        except Exception as error:  # noqa: BLE001 -- edge: every waiting session gets its 451
+            log.exception("ingest of %d messages failed", len(batch))
+            for *_, future in batch:
+                future.set_exception(TemporaryFailure(str(error)))
+            return
+        for (*_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)
+
+
+@dataclass
+class SmtpHandler:
+    """aiosmtpd handler: the policy of the listener in three small methods."""
+
+    settings: SmtpSettings
+    batcher: Batcher
+
+    def accepts(self, address: str) -> bool:
+        local, _, domain = address.lower().rpartition("@")
+        base = f"{local.partition('+')[0]}@{domain}"
+        addresses = {a.lower() for a in self.settings.addresses}
+        domains = {d.lower() for d in self.settings.domains}
+        return domain in domains or address.lower() in addresses or base in addresses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
+        if not self.accepts(address):
+            return "550 5.1.1 No such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
+        data = envelope.original_content or b""
+        if len(data) > self.settings.max_message_size:
+            return "552 5.3.4 Message too big"
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        source = Source("smtp", peer, tuple(envelope.rcpt_tos))
+        try:
+            result = await asyncio.wrap_future(self.batcher.submit(data, source))
+        except TemporaryFailure as error:
+            log.warning("451 to %s: %s", peer, error)
+            return "451 4.3.0 Temporary failure, please try again later"
+        return f"250 2.0.0 {result.action} (ticket {result.ticket}, receipt {result.raw_id})"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("SMTP session failed", exc_info=error)
+        return "451 4.3.0 Internal error"
+
+
+def _tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+def _authenticator(settings: SmtpSettings):  # type: ignore[no-untyped-def]
+    password = secret_from_env(settings.auth_password_env, "[smtp] auth_password_env")
+
+    def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:  # type: ignore[no-untyped-def]
+        ok = (isinstance(auth_data, LoginPassword)
+              and auth_data.login.decode() == settings.auth_user
+              and auth_data.password.decode() == password)
+        return AuthResult(success=ok, handled=False)
+
+    return authenticate
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class SmtpListener:
+    """The listener and its batcher, started and stopped together."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings.smtp
+        self.batcher = Batcher(runtime, settings.batch_size, settings.batch_wait_ms)
+        self.handler = SmtpHandler(settings, self.batcher)
+        tls = _tls_context(settings)
+        options: dict = {"data_size_limit": settings.max_message_size, "enable_SMTPUTF8": True,
+                         "ident": "mailgateway"}
+        if tls:
+            options.update(tls_context=tls, require_starttls=settings.require_tls)
+        if settings.auth_user:
+            options.update(authenticator=_authenticator(settings), auth_required=True,
+                           auth_require_tls=tls is not None)
+        self.port = settings.port or free_port(settings.host)
+        self.controller = Controller(self.handler, hostname=settings.host, port=self.port,
+                                     **options)
+
+    def start(self) -> None:
+        self.batcher.start()
+        self.controller.start()
+        log.info("SMTP listener on %s:%s", self.controller.hostname, self.port)
+
+    def stop(self) -> None:
+        self.controller.stop()
+        self.batcher.stop()
