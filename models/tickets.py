@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -208,7 +208,7 @@ def _add_message(session: Session, ticket: Ticket, draft: MessageDraft,
         ticket_id=ticket.id, direction=str(draft.direction), dedup_key=draft.dedup_key,
         message_id=draft.message_id, in_reply_to=draft.in_reply_to, references=draft.references,
         from_address=draft.from_address.lower(), from_name=draft.from_name[:200],
-        to=draft.to, cc=draft.cc, subject=draft.subject, sent_at=draft.sent_at,
+        to=draft.to, cc=draft.cc, subject=draft.subject, sent_at=naive_utc(draft.sent_at),
         text=draft.text, html=draft.html, reply_text=draft.reply_text, auto=draft.auto,
         auto_reason=draft.auto_reason, threaded_by=draft.threaded_by,
         threaded_ref=draft.threaded_ref, notes=draft.notes, thread_index=draft.thread_index,
@@ -226,6 +226,14 @@ def _add_message(session: Session, ticket: Ticket, draft: MessageDraft,
     if draft.direction != Direction.NOTE and not draft.auto:
         ticket.snippet = " ".join((draft.reply_text or draft.text).split())[:SNIPPET_CHARS]
     return message
+
+
+def naive_utc(moment: datetime | None) -> datetime | None:
+    """Columns hold naive UTC: an aware Date header would keep its wall clock on SQLite
+    but be shifted by the server's time zone on PostgreSQL."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _unique() -> str:

@@ -42,8 +42,9 @@ def add_agent(
     if find_agent(session, email):
         raise Conflict(f"an agent {email} already exists")
     check_password_strength(password)
+    email = email.strip().lower()
     agent = Agent(
-        email=email.strip().lower(), name=name or email.split("@")[0],
+        email=email, name=name or email.split("@")[0],
         password_hash=generate_password_hash(password),
         role=Role.ADMIN if admin else Role.AGENT, must_change_password=must_change_password,
     )
