@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from mailgateway import __version__
 from mailgateway.config import Settings, load_settings
@@ -80,4 +81,10 @@ def main() -> None:
     except DomainError as error:
         click.echo(f"mailgateway: {error}", err=True)
         code = 1
+    except DBAPIError as error:  # down, unreachable or never initialised: one line, and 75 so
+        # an MTA piping mail in retries instead of bouncing
+        reason = str(error.orig or error).strip().splitlines()[0]
+        click.echo(f"mailgateway: database error: {reason} "
+                   "(is the database up, and has `mailgateway init` run?)", err=True)
+        code = os.EX_TEMPFAIL
     sys.exit(code if isinstance(code, int) else 0)
