@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ def place(session: Session, env: Envelope, settings: Settings) -> Placement:
     return Placement(None, "new", _unmatched_reference(env, settings))
 
 
+@functools.cache
 def subject_tag_pattern(tag: str) -> re.Pattern[str]:
     return re.compile(rf"\[{re.escape(tag)}\s*#(\d{{1,12}})\]", re.IGNORECASE)
 

@@ -111,9 +111,20 @@ def receive_batch(runtime: Runtime, items: Sequence[tuple[bytes, Source]]) -> li
     for item in work:
         if item.result is None:
             prepare(runtime, item)
+    _sync_attachments(runtime, work)
     with _temporary_on_database_errors():
         commit_messages(runtime, work)
     return [item.result for item in work]
+
+
+def _sync_attachments(runtime: Runtime, work: Sequence[Work]) -> None:
+    """Attachment bytes reach the disk before the commit that points at them."""
+    paths = [runtime.store.path(a.sha256) for item in work for a in item.attachments]
+    if paths:
+        try:
+            runtime.store.sync(paths)
+        except OSError as error:
+            raise TemporaryFailure(f"cannot store attachments: {error}") from error
 
 
 def retry_quarantined(runtime: Runtime, raw_id: int) -> IngestResult:
@@ -122,6 +133,7 @@ def retry_quarantined(runtime: Runtime, raw_id: int) -> IngestResult:
         raw = get_raw(session, raw_id)
     item = Work(raw=raw, data=runtime.store.get(raw.sha256), source=Source(raw.source))
     prepare(runtime, item)
+    _sync_attachments(runtime, [item])
     with _temporary_on_database_errors():
         commit_messages(runtime, [item])
     return item.result
@@ -132,13 +144,12 @@ def retry_quarantined(runtime: Runtime, raw_id: int) -> IngestResult:
 def store_raw(runtime: Runtime, items: Sequence[tuple[bytes, Source]]) -> list[Work]:
     """Bytes durable on disk, then one committed row each; bytes seen before are answered
     from their row (same bytes again = no-op)."""
-    receipts = []
-    for data, source in items:
-        try:
-            digest = runtime.store.put(data)
-        except OSError as error:  # disk full, permissions: the sender must retry
-            raise TemporaryFailure(f"cannot store the message: {error}") from error
-        receipts.append(RawReceipt(digest, len(data), str(source)))
+    try:
+        digests = runtime.store.put_many([data for data, _ in items])
+    except OSError as error:  # disk full, permissions: the sender must retry
+        raise TemporaryFailure(f"cannot store the message: {error}") from error
+    receipts = [RawReceipt(digest, len(data), str(source))
+                for (data, source), digest in zip(items, digests, strict=True)]
     with runtime.sessions.begin() as session:
         rows = record_raw(session, receipts)
     work, seen = [], set()
@@ -170,7 +181,7 @@ def prepare(runtime: Runtime, item: Work) -> None:
         item.verdict = classify(item.mail.message)
         item.attachments = [
             AttachmentDraft(filename=a.filename, content_type=a.content_type, size=len(a.data),
-                            sha256=runtime.store.put(a.data), content_id=a.content_id,
+                            sha256=runtime.store.put(a.data, sync=False), content_id=a.content_id,
                             inline=a.inline)
             for a in item.mail.attachments]
     except NotAMessage as error:
@@ -194,34 +205,75 @@ def ignore_reason(mail: ParsedMail, verdict: Verdict, settings: Settings) -> str
 # -- 4 thread, 5 domain op, 6 follow-ups (one transaction) ---------------------------------
 
 def commit_messages(runtime: Runtime, work: Sequence[Work]) -> None:
-    with runtime.sessions.begin() as session:
-        for item in work:
-            if item.result is not None and item.result.action != "quarantined":
-                continue  # answered from an earlier receipt
-            raw = session.merge(item.raw, load=False)
-            if item.result is not None:  # quarantined while parsing
-                settle(raw, RawState.QUARANTINED, item.result.reason)
-                continue
-            item.result = _store_one(session, runtime.settings, raw, item)
+    """One transaction for the batch. Fast path: duplicates known from one query, no
+    savepoints. If the commit still meets the unique dedup_key (a concurrent delivery of
+    the same mail won the race) or any message fails, the batch is redone with a savepoint
+    per message, so only the duplicate or the faulty message is set apart."""
+    answered = [item.result for item in work]
+    try:
+        with runtime.sessions.begin() as session:
+            _store_all(session, runtime.settings, work, careful=False)
+    except DBAPIError as error:
+        if not isinstance(error, IntegrityError):
+            raise  # the database itself is in trouble: TemporaryFailure for all
+        redo = True
+    except Exception:  # noqa: BLE001 -- one bad message: find it carefully below
+        log.warning("batch of %d failed on the fast path; redoing one by one", len(work))
+        redo = True
+    else:
+        redo = False
+    if redo:
+        for item, result in zip(work, answered, strict=True):
+            item.result = result
+        with runtime.sessions.begin() as session:
+            _store_all(session, runtime.settings, work, careful=True)
 
 
-def _store_one(session: Session, settings: Settings, raw: RawMail, item: Work) -> IngestResult:
+def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, careful: bool
+               ) -> None:
+    pending = [i for i in work if i.result is None or i.result.action == "quarantined"]
+    keys = [i.mail.dedup_key for i in pending if i.mail is not None]
+    known = dict(session.execute(select(Message.dedup_key, Message.ticket_id)
+                                 .where(Message.dedup_key.in_(keys))).all()) if keys else {}
+    for item in pending:
+        raw = session.merge(item.raw, load=False)
+        if item.result is not None:  # quarantined while parsing
+            settle(raw, RawState.QUARANTINED, item.result.reason)
+            continue
+        key = item.mail.dedup_key
+        if key in known:
+            item.result = _duplicate(raw, item.mail, known[key])
+            continue
+        item.result = _store_one(session, settings, raw, item, careful=careful)
+        if item.result.action in ("created", "appended"):
+            known[key] = item.result.ticket
+
+
+def _store_one(session: Session, settings: Settings, raw: RawMail, item: Work, *,
+               careful: bool) -> IngestResult:
     mail, verdict = item.mail, item.verdict
     facts = {"message_id": mail.message_id, "subject": mail.subject, "sender": mail.from_address}
     reason = ignore_reason(mail, verdict, settings)
     if reason:
         settle(raw, RawState.IGNORED, reason, **facts)
         return IngestResult("ignored", None, mail.message_id, reason, raw.id)
-    try:
-        with session.begin_nested():
-            placement, ticket, created = _thread_and_store(session, settings, raw, item)
-    except IntegrityError:
-        return _duplicate(session, raw, mail, facts)
-    except Exception as error:  # noqa: BLE001 -- edge: quarantine with the reason, lose nothing
-        log.exception("cannot store message %s (raw %s)", mail.message_id, raw.id)
-        settle(raw, RawState.QUARANTINED, f"store failed: {error!r}", **facts)
-        return IngestResult("quarantined", None, mail.message_id, f"store failed: {error!r}",
-                            raw.id)
+    if not careful:
+        placement, ticket, created = _thread_and_store(session, settings, raw, item)
+    else:
+        try:
+            with session.begin_nested():
+                placement, ticket, created = _thread_and_store(session, settings, raw, item)
+        except IntegrityError:
+            ticket_id = session.scalar(
+                select(Message.ticket_id).where(Message.dedup_key == mail.dedup_key))
+            return _duplicate(raw, mail, ticket_id)
+        except DBAPIError:
+            raise  # not this message's fault
+        except Exception as error:  # noqa: BLE001 -- edge: quarantine with the reason
+            log.exception("cannot store message %s (raw %s)", mail.message_id, raw.id)
+            settle(raw, RawState.QUARANTINED, f"store failed: {error!r}", **facts)
+            return IngestResult("quarantined", None, mail.message_id,
+                                f"store failed: {error!r}", raw.id)
     settle(raw, RawState.STORED, placement.rule, ticket_id=ticket.id, **facts)
     log.info("message %s %s ticket %s (%s)", mail.message_id, "opened" if created else
              "appended to", ticket.id, placement.rule)
@@ -256,9 +308,9 @@ def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: 
     return placement, ticket, stored.created
 
 
-def _duplicate(session: Session, raw: RawMail, mail: ParsedMail, facts: dict) -> IngestResult:
-    ticket_id = session.scalar(select(Message.ticket_id).where(Message.dedup_key == mail.dedup_key))
-    settle(raw, RawState.STORED, "duplicate", ticket_id=ticket_id, **facts)
+def _duplicate(raw: RawMail, mail: ParsedMail, ticket_id: int | None) -> IngestResult:
+    settle(raw, RawState.STORED, "duplicate", ticket_id=ticket_id, message_id=mail.message_id,
+           subject=mail.subject, sender=mail.from_address)
     return IngestResult("duplicate", ticket_id, mail.message_id,
                         f"already stored on ticket {ticket_id}", raw.id)
 

@@ -25,7 +25,7 @@ _TAGS = frozenset(
 # text is noise, and foreign content (svg/math) that can carry handlers.
 _CLEAN_CONTENT_TAGS = frozenset(
     {"script", "style", "title", "template", "iframe", "object", "noscript", "noembed"}
-    | {"noframes", "svg", "math", "select", "textarea"}
+    | {"noframes", "xmp", "svg", "math", "select", "textarea"}
 )
 _CELL = {"colspan", "rowspan", "align", "valign", "width", "height", "bgcolor"}
 _ATTRIBUTES = {
@@ -55,8 +55,8 @@ _STYLE_PROPERTIES = frozenset(
     | {f"border{side}{part}" for side in _SIDES for part in ("", "-color", "-style", "-width")}
 )
 _UNSAFE_CSS_VALUE = re.compile(r"url\s*\(|image-set|expression|javascript:|@import|\\", re.I)
-_LINK_SCHEMES = ("http:", "https:", "mailto:", "tel:")
-_IMAGE_SCHEMES = ("http:", "https:", "cid:")
+_LINK_SCHEMES = ("http:", "https:", "//", "mailto:", "tel:")
+_IMAGE_SCHEMES = ("http:", "https:", "//", "cid:")
 _URL_NOISE = re.compile(r"[\x00-\x20]+")
 
 # html5ever (inside nh3) is quadratic in the depth of the open-element stack and
@@ -79,9 +79,10 @@ def sanitize_html(html: str) -> str:
     agent's page removed (nh3 allow-list).
 
     Remote images survive this step on purpose: `block_remote_images` disables
-    them so the page can offer to load them.
+    them so the page can offer to load them. Markup that would make html5ever
+    quadratic comes back as escaped text rather than stalling an import.
     """
-    if _is_pathological(html):
+    if _has_long_entity_run(html) or _nests_too_deep(html):
         return _as_escaped_text(html)
     try:
         return _cleaner().clean(html)
@@ -118,24 +119,33 @@ def _filter_attribute(tag: str, name: str, value: str) -> str | None:
     if name == "style":
         return _safe_style(value)
     if name == "href":
-        return value if _scheme_is(value, _LINK_SCHEMES) else None
+        return value if _url_key(value).startswith(_LINK_SCHEMES) else None
     if name == "src":
         return value if _is_image_source(value) else None
     return value
 
 
-@functools.lru_cache(maxsize=1024)
 def _safe_style(style: str) -> str | None:
-    """Bulk mail repeats a few style strings thousands of times, hence the cache.
-    nh3 filters property names but not values, so url() is stopped here; a
-    negative margin is how content escapes its box to cover the page."""
+    """Bulk mail repeats a few short style strings thousands of times; only
+    those are cached, so one huge attribute cannot pin memory."""
+    return _cached_safe_style(style) if len(style) < 2048 else _filter_style(style)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_safe_style(style: str) -> str | None:
+    return _filter_style(style)
+
+
+def _filter_style(style: str) -> str | None:
+    """nh3 filters property names but not values, so url() is stopped here; a
+    negative margin or indent is how content escapes its box to cover the page."""
     kept = []
     for declaration in style.split(";"):
         prop, colon, value = declaration.partition(":")
         prop = prop.strip().lower()
         if not colon or prop not in _STYLE_PROPERTIES or _UNSAFE_CSS_VALUE.search(value):
             continue
-        if prop.startswith("margin") and "-" in value:
+        if prop.startswith(("margin", "text-indent")) and "-" in value:
             continue
         kept.append(f"{prop}:{value.strip()}")
     return ";".join(kept) or None
@@ -146,10 +156,6 @@ def _url_key(url: str) -> str:
     return _URL_NOISE.sub("", url[:64]).lower()
 
 
-def _scheme_is(url: str, schemes: tuple[str, ...]) -> bool:
-    return _url_key(url).startswith(schemes)
-
-
 def _is_image_source(url: str) -> bool:
     """data: only for raster images: SVG is a document, and text/html in an
     img is never a picture."""
@@ -157,10 +163,6 @@ def _is_image_source(url: str) -> bool:
     if key.startswith("data:"):
         return key.startswith("data:image/") and not key.startswith("data:image/svg")
     return key.startswith(_IMAGE_SCHEMES)
-
-
-def _is_pathological(html: str) -> bool:
-    return _has_long_entity_run(html) or _nests_too_deep(html)
 
 
 def _has_long_entity_run(html: str) -> bool:
@@ -174,7 +176,10 @@ def _nests_too_deep(html: str) -> bool:
     """A cheap bound first (tags x opening tags); below it html5ever cannot do
     more than a few milliseconds of stack walking, so the precise pass is skipped."""
     tags = html.count("<")
-    if tags * (tags - html.count("</")) <= _NESTING_WORK_LIMIT:
+    if (
+        tags * tags <= _NESTING_WORK_LIMIT
+        or tags * (tags - html.count("</")) <= _NESTING_WORK_LIMIT
+    ):
         return False
     stack: list[str] = []
     open_counts: dict[str, int] = {}
@@ -195,6 +200,7 @@ def _nests_too_deep(html: str) -> bool:
 
 
 def _as_escaped_text(html: str) -> str:
+    """The agent still reads the message; nothing in it is markup any more."""
     text = html_lib.escape(html_to_text(html), quote=False)
     return f'<div style="white-space:pre-wrap">{text}</div>'
 
@@ -281,7 +287,9 @@ _BLOCK_BREAKS = {
         1,
     ),
 }
-_WHITESPACE = re.compile(r"\s+")  # str patterns: includes U+00A0
+_TEXT_SHAPING = frozenset(
+    _BLOCK_BREAKS.keys() | _SKIP_TO_END | _SKIP_IF_CLOSED | {"br", "a", "img", "td", "th"}
+)
 _INVISIBLE = re.compile("[\u00ad\u034f\u200b-\u200d\u2060\ufeff]")  # newsletter preheader padding
 _SHOWN_LINK = ("http:", "https:", "mailto:", "tel:", "ftp:")
 _LINK_KEY = re.compile(r"^(?:mailto:|tel:|[a-z]+://)?(?:www\.)?|/$|\s", re.I)
@@ -299,24 +307,35 @@ def html_to_text(html: str) -> str:
     A linear regex pass: it runs on every message of a bulk import.
     """
     builder = _TextBuilder()
-    html = html.replace("\r\n", "\n")
-    pos = 0
-    while match := _TOKEN.search(html, pos):
+    html = _INVISIBLE.sub("", html.replace("\r\n", "\n").replace("\r", "\n"))
+    pos, end = 0, len(html)
+    while pos < end:
+        pos = _convert_until_skip(html, pos, builder)
+    return builder.result()
+
+
+def _convert_until_skip(html: str, pos: int, builder: _TextBuilder) -> int:
+    """Feeds tokens from pos until an element whose content is skipped; the
+    scan restarts after it, so nothing inside (a '<' in a script) is tokenized."""
+    for match in _TOKEN.finditer(html, pos):
         if match.start() > pos:
             builder.text(html[pos : match.start()])
         pos = match.end()
-        if match[2] is None:  # comment, doctype, processing instruction
+        slash, name, attributes = match.groups()
+        if name is None:  # comment, doctype, processing instruction
             continue
-        name = match[2].lower()
-        if match[1]:
+        name = name.lower()
+        if name not in _TEXT_SHAPING:  # span, b, font...: words only
+            continue
+        if slash:
             builder.end(name)
         elif name in _SKIP_TO_END or name in _SKIP_IF_CLOSED:
-            pos = _skip_element(html, name, pos)
+            return _skip_element(html, name, pos)
         else:
-            builder.start(name, match[3])
+            builder.start(name, attributes)
     if pos < len(html):
         builder.text(html[pos:])
-    return builder.result()
+    return len(html)
 
 
 def _skip_element(html: str, name: str, pos: int) -> int:
@@ -331,13 +350,15 @@ def _closing_tag(name: str) -> re.Pattern[str]:
     return re.compile(rf"</{name}(?:[\s/][^>]*)?(?:>|\Z)", re.I)
 
 
-def _attributes(source: str) -> dict[str, str]:
-    found = {}
+def _attribute(source: str, name: str) -> str:
+    """One attribute's decoded value; attributes are matched whole, so a
+    'href=' inside a title is not mistaken for the link."""
     for match in _ATTRIBUTE.finditer(source):
-        raw = match[2] or ""
-        value = raw[1:].removesuffix(raw[0]) if raw[:1] in ("'", '"') else raw
-        found.setdefault(match[1].lower(), html_lib.unescape(value))
-    return found
+        if match[1].lower() == name:
+            raw = match[2] or ""
+            value = raw[1:].removesuffix(raw[0]) if raw[:1] in ("'", '"') else raw
+            return html_lib.unescape(value).strip()
+    return ""
 
 
 def _link_key(text: str) -> str:
@@ -365,7 +386,9 @@ class _TextBuilder:
 
     def text(self, raw: str) -> None:
         if "&" in raw:
-            raw = html_lib.unescape(raw)
+            raw = _INVISIBLE.sub("", html_lib.unescape(raw))
+            if not raw:
+                return
         if self.pre:
             self._preformatted(raw)
         elif raw.isspace():
@@ -376,12 +399,11 @@ class _TextBuilder:
             self._inline(raw)
 
     def _inline(self, raw: str) -> None:
-        words = _WHITESPACE.sub(" ", _INVISIBLE.sub("", raw))
-        if words.startswith(" "):
+        if raw[0].isspace():
             self.gap = self.gap or " "
-        if stripped := words.strip(" "):
-            self._put(stripped)
-        if words.endswith(" "):
+        if words := " ".join(raw.split()):  # split() knows U+00A0 as a space
+            self._put(words)
+        if raw[-1].isspace():
             self.gap = " "
 
     def _preformatted(self, raw: str) -> None:
@@ -410,24 +432,21 @@ class _TextBuilder:
             if self.breaks > 1:
                 self.lines.append(("> " * min(self.line_quote, self.quote)).rstrip())
         self.breaks = 0
-        self.line_quote = min(self.quote, _MAX_QUOTE_DEPTH)
-        prefix = "> " * self.line_quote
+        self.line_quote = quote = self.quote if self.quote < _MAX_QUOTE_DEPTH else _MAX_QUOTE_DEPTH
+        prefix = "> " * quote
         if self.lists:
             prefix += "  " * (min(len(self.lists), _MAX_LIST_DEPTH) - 1) + (self.bullet or "  ")
         self.bullet = ""
         self.line = [prefix]
-
-    def _boundary(self, breaks: int) -> None:
-        self.breaks = max(self.breaks, breaks)
 
     def start(self, name: str, attributes: str) -> None:
         if name == "br":
             self.breaks += 1
         elif name == "a":
             self._close_link()
-            self.link = (_attributes(attributes).get("href", "").strip(), [])
+            self.link = (_attribute(attributes, "href"), [])
         elif name == "img":
-            if alt := _attributes(attributes).get("alt", "").strip():
+            if alt := _attribute(attributes, "alt"):
                 self.gap = self.gap or " "
                 self._inline(f"[{alt}] ")
         elif name in ("td", "th"):
@@ -440,17 +459,20 @@ class _TextBuilder:
     def _open_block(self, name: str, attributes: str) -> None:
         if name == "p":  # Outlook writes each line as a margin-less <p class=MsoNormal>
             self.paragraph_breaks = 1 if "Mso" in attributes else 2
-        self._boundary(self.paragraph_breaks if name == "p" else _BLOCK_BREAKS[name])
+        breaks = self.paragraph_breaks if name == "p" else _BLOCK_BREAKS[name]
+        self.breaks = max(self.breaks, breaks)
         if name == "blockquote":
             self.quote += 1
         elif name == "pre":
             self.pre += 1
-        elif name in ("ul", "ol"):
-            start = _attributes(attributes).get("start", "1") if name == "ol" else ""
-            self.lists.append(int(start) - 1 if start.strip().isdigit() else -1 if not start else 0)
+        elif name == "ul":
+            self.lists.append(-1)
+        elif name == "ol":
+            start = _attribute(attributes, "start")
+            self.lists.append(int(start) - 1 if start.isdecimal() and len(start) < 7 else 0)
 
     def _list_item(self) -> None:
-        self._boundary(1)
+        self.breaks = max(self.breaks, 1)
         if not self.lists:
             self.lists.append(-1)
         if self.lists[-1] < 0:
@@ -465,7 +487,8 @@ class _TextBuilder:
         elif name == "br":  # browsers read </br> as <br>
             self.breaks += 1
         elif name in _BLOCK_BREAKS:
-            self._boundary(self.paragraph_breaks if name == "p" else _BLOCK_BREAKS[name])
+            breaks = self.paragraph_breaks if name == "p" else _BLOCK_BREAKS[name]
+            self.breaks = max(self.breaks, breaks)
             if self.blank_nbsp:
                 self.breaks += 1
                 self.blank_nbsp = False
@@ -481,9 +504,8 @@ class _TextBuilder:
             return
         href, label_words = self.link
         self.link = None
-        if not _scheme_is(href, _SHOWN_LINK):
-            return
-        if _link_key("".join(label_words)) != _link_key(href):
+        shown = _url_key(href).startswith(_SHOWN_LINK)
+        if shown and _link_key("".join(label_words)) != _link_key(href):
             self.gap = " "
             self._put(f"<{href}>")
 

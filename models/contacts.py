@@ -20,7 +20,8 @@ def find_contact(session: Session, address: str) -> Contact | None:
 def contact_for(session: Session, address: str, name: str = "") -> Contact:
     """The contact for an address, created on first sight; a display name fills a blank one."""
     email = normalize_address(address)
-    contact = find_contact(session, email)
+    known = session.info.setdefault("contacts", {})  # per session: one lookup per address
+    contact = known.get(email) or find_contact(session, email)
     if contact is None:
         try:
             with session.begin_nested():
@@ -31,4 +32,5 @@ def contact_for(session: Session, address: str, name: str = "") -> Contact:
             assert contact is not None
     if name and not contact.name:
         contact.name = name[:200]
+    known[email] = contact
     return contact

@@ -222,6 +222,7 @@ class Message(Base):
     attachments: Mapped[list[Attachment]] = relationship(
         cascade="all, delete-orphan", order_by="Attachment.id")
     author_agent: Mapped[Agent | None] = relationship()
+    ticket: Mapped[Ticket] = relationship()
 
 
 class Attachment(Base):
@@ -252,6 +253,8 @@ class Event(Base):
 
     actor_agent: Mapped[Agent | None] = relationship(lazy="joined")
     actor_contact: Mapped[Contact | None] = relationship(lazy="joined")
+    ticket: Mapped[Ticket] = relationship()
+    message_row: Mapped[Message | None] = relationship()
 
 
 class Outbox(Base):

@@ -94,14 +94,14 @@ def open_ticket_shell(
     now = utcnow()
     ticket = Ticket(
         subject=subject[:2000], status=NEW, priority=priority, queue_id=queue.id, queue=queue,
-        requester=requester,
+        requester=requester, snippet="", message_count=0,
         requester_id=requester.id, created_at=now, updated_at=now,
         last_customer_at=now if customer_activity else None,
     )
     session.add(ticket)
-    session.flush()
-    ticket.participants.append(Participant(contact_id=requester.id, role="requester"))
+    ticket.participants.append(Participant(contact=requester, role="requester"))
     record_event(session, ticket, EventKind.CREATED, actor=requester, new=queue.name)
+    session.flush()  # one flush per operation: callers get ids, events ride along
     return ticket
 
 
@@ -116,6 +116,7 @@ def open_ticket(
     )
     message = _add_message(session, ticket, draft, author=ticket.requester)
     add_participants(session, ticket, cc)
+    session.flush()
     return ticket, message
 
 
@@ -128,14 +129,16 @@ def add_customer_message(
     message = _add_message(session, ticket, draft, author=author)
     if draft.auto:
         record_event(session, ticket, EventKind.AUTO_MESSAGE, actor=author, new=draft.auto,
-                     message_row_id=message.id)
+                     message=message)
+        session.flush()
         return message
     ticket.last_customer_at = ticket.updated_at = utcnow()
     record_event(session, ticket, EventKind.CUSTOMER_MESSAGE, actor=author,
-                 message_row_id=message.id)
+                 message=message)
     if ticket.status in REOPENED_BY_CUSTOMER:
         change_status_quietly(session, ticket, OPEN, actor=author)
     add_participants(session, ticket, cc)
+    session.flush()
     return message
 
 
@@ -148,14 +151,17 @@ def add_agent_reply(session: Session, ticket: Ticket, draft: MessageDraft, *, ag
     ticket.first_response_at = ticket.first_response_at or now
     if ticket.status == NEW:
         change_status_quietly(session, ticket, OPEN, actor=agent)
-    record_event(session, ticket, EventKind.REPLY, actor=agent, message_row_id=message.id)
+    record_event(session, ticket, EventKind.REPLY, actor=agent, message=message)
+    session.flush()  # callers (outbox rows, the web UI) need the message's id
     return message
 
 
 def add_system_message(session: Session, ticket: Ticket, draft: MessageDraft) -> Message:
     """Mail the gateway itself sends on a ticket (an acknowledgement): shown in the
     conversation so replies to it thread, but no agent activity and no state change."""
-    return _add_message(session, ticket, draft, author=None)
+    message = _add_message(session, ticket, draft, author=None)
+    session.flush()
+    return message
 
 
 def add_note(session: Session, ticket: Ticket, text: str, *, agent: Agent,
@@ -168,13 +174,16 @@ def add_note(session: Session, ticket: Ticket, text: str, *, agent: Agent,
     )
     message = _add_message(session, ticket, draft, author=agent)
     ticket.updated_at = utcnow()
-    record_event(session, ticket, EventKind.NOTE, actor=agent, message_row_id=message.id)
+    record_event(session, ticket, EventKind.NOTE, actor=agent, message=message)
+    session.flush()
     return message
 
 
 def add_participants(session: Session, ticket: Ticket, people: list[tuple[str, str]]) -> None:
     """Cc'd people join the conversation; they may write into the ticket by its tag later."""
-    present = {p.contact_id for p in ticket.participants}
+    if not people:
+        return
+    present = {p.contact_id or p.contact.id for p in ticket.participants}
     for address, name in people:
         contact = contact_for(session, address, name)
         if contact.id not in present:
@@ -205,7 +214,7 @@ def change_status_quietly(session: Session, ticket: Ticket, status: str, *,
 def _add_message(session: Session, ticket: Ticket, draft: MessageDraft,
                  author: Agent | Contact | None) -> Message:
     message = Message(
-        ticket_id=ticket.id, direction=str(draft.direction), dedup_key=draft.dedup_key,
+        ticket=ticket, direction=str(draft.direction), dedup_key=draft.dedup_key,
         message_id=draft.message_id, in_reply_to=draft.in_reply_to, references=draft.references,
         from_address=draft.from_address.lower(), from_name=draft.from_name[:200],
         to=draft.to, cc=draft.cc, subject=draft.subject, sent_at=naive_utc(draft.sent_at),
@@ -221,7 +230,6 @@ def _add_message(session: Session, ticket: Ticket, draft: MessageDraft,
                      for a in draft.attachments],
     )
     session.add(message)
-    session.flush()  # the unique dedup_key fails here, inside the caller's savepoint
     ticket.message_count = (ticket.message_count or 0) + 1
     if draft.direction != Direction.NOTE and not draft.auto:
         ticket.snippet = " ".join((draft.reply_text or draft.text).split())[:SNIPPET_CHARS]
