@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from models.schema import Event, Message, Participant, Ticket
+from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased, selectinload
+
+from models.schema import (
+    Agent,
+    Direction,
+    Event,
+    ImapState,
+    Message,
+    Outbox,
+    OutboxState,
+    Participant,
+    Tag,
+    Ticket,
+    TicketTag,
+    TicketView,
+    utcnow,
+)
+from models.search import matching_ticket_ids
 
 
 def all_tickets(session: Session) -> list[Ticket]:
@@ -35,3 +55,262 @@ def recent_tickets(session: Session, *, limit: int) -> list[Ticket]:
         select(Ticket).where(Ticket.merged_into_id.is_(None))
         .options(selectinload(Ticket.tags))
         .order_by(Ticket.updated_at.desc(), Ticket.id.desc()).limit(limit)))
+
+
+# ---- one ticket's page ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    agent: Agent
+    composing: bool
+
+
+def viewers(session: Session, ticket_id: int, *, besides: int) -> list[Viewer]:
+    """Other agents with the ticket open right now (their heartbeat has not lapsed)."""
+    rows = session.execute(
+        select(Agent, TicketView.composing).join(TicketView, TicketView.agent_id == Agent.id)
+        .where(TicketView.ticket_id == ticket_id, TicketView.agent_id != besides,
+               TicketView.present_until > utcnow())
+        .order_by(Agent.name))
+    return [Viewer(agent, composing) for agent, composing in rows]
+
+
+def newest_message_id(session: Session, ticket_id: int) -> int:
+    return session.scalar(select(func.max(Message.id)).where(Message.ticket_id == ticket_id)) or 0
+
+
+def arrived_since(session: Session, ticket_id: int, seen_id: int, *, agent_id: int
+                  ) -> list[Message]:
+    """What should stop a reply written before it: a person's mail from the customer's side,
+    or another agent's reply. Robots' mail, notes and our own messages do not."""
+    return list(session.scalars(
+        select(Message).where(
+            Message.ticket_id == ticket_id, Message.id > seen_id,
+            or_(and_(Message.direction == Direction.INBOUND, Message.auto.is_(None)),
+                and_(Message.direction == Direction.OUTBOUND,
+                     Message.author_agent_id.is_not(None),
+                     Message.author_agent_id != agent_id)))
+        .order_by(Message.id)))
+
+
+def deliveries(session: Session, message_ids: Sequence[int]) -> dict[int, Outbox]:
+    """The outbox row of each outbound message: its delivery state on the ticket page."""
+    if not message_ids:
+        return {}
+    rows = session.scalars(select(Outbox).where(Outbox.message_row_id.in_(message_ids))
+                           .order_by(Outbox.id))
+    return {row.message_row_id: row for row in rows}
+
+
+def active_agents(session: Session) -> list[Agent]:
+    return list(session.scalars(select(Agent).where(Agent.active).order_by(Agent.name)))
+
+
+def all_tags(session: Session) -> list[str]:
+    return list(session.scalars(select(Tag.name).order_by(Tag.name)))
+
+
+# ---- admin: is mail flowing ---------------------------------------------------------------
+
+
+def outbox_counts(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(Outbox.state, func.count()).group_by(Outbox.state)).all())
+
+
+def failed_outbox(session: Session, *, limit: int = 100) -> list[Outbox]:
+    return list(session.scalars(select(Outbox).where(Outbox.state == OutboxState.FAILED)
+                                .order_by(Outbox.id.desc()).limit(limit)))
+
+
+def mailbox_states(session: Session) -> dict[str, ImapState]:
+    """Each IMAP account's state, by account name."""
+    return {s.account: s for s in session.scalars(select(ImapState).order_by(ImapState.id))}
+
+
+def oldest_waiting(session: Session) -> datetime | None:
+    return session.scalar(select(func.min(Outbox.created_at)).where(
+        Outbox.state.in_((OutboxState.QUEUED, OutboxState.SENDING))))
+
+
+# ---- the inbox: filters, keyset pages, sidebar counts ---------------------------------------
+
+CURSOR_SEPARATOR = "~"
+
+
+@dataclass(frozen=True)
+class InboxFilter:
+    """What the agent asked the inbox for; an empty filter is every ticket not merged away."""
+
+    statuses: tuple[str, ...] = ()
+    priority: str | None = None
+    queue_id: int | None = None
+    assignee_id: int | None = None
+    unassigned: bool = False
+    tag: str | None = None
+    text: str = ""
+    sort: str = "updated"  # updated | created | priority
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    ticket: Ticket
+    unread: bool  # the customer wrote since this agent last looked
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    rows: list[InboxRow]
+    newer: str | None  # cursor of the page before this one
+    older: str | None  # cursor of the page after this one
+
+
+@dataclass(frozen=True)
+class InboxCounts:
+    mine: int
+    unassigned: int
+    open: int
+    by_queue: dict[int, int]  # open tickets per queue id
+    by_status: dict[str, int]
+
+    @property
+    def version(self) -> str:
+        """Changes whenever a count does; with the newest activity, what the page polls for."""
+        return ",".join(map(str, (self.mine, self.unassigned, self.open,
+                                  *sorted(self.by_queue.items()), *sorted(self.by_status.items()))))
+
+
+def inbox_page(session: Session, flt: InboxFilter, *, agent_id: int, priorities: Sequence[str],
+               after: str | None = None, before: str | None = None, limit: int = 50
+               ) -> InboxPage:
+    """One page in keyset order: every page, however deep, is an index range, never an OFFSET.
+    `after` continues to older tickets, `before` goes back to newer ones."""
+    forward = before is None
+    key = _parse_cursor(after if forward else before, priority=flt.sort == "priority")
+    query = _filtered(session, flt, agent_id)
+    if flt.sort == "priority":
+        found = _by_priority(session, query, list(priorities), key, forward, limit + 1)
+    else:
+        column = Ticket.created_at if flt.sort == "created" else Ticket.updated_at
+        found = _keyset(session, query, column, key, forward, limit + 1)
+    more, found = len(found) > limit, found[:limit]
+    if not forward:
+        found.reverse()
+    rows = [InboxRow(ticket, _unread(ticket, seen)) for ticket, seen in found]
+    if not rows:
+        return InboxPage(rows, None, None)
+    has_newer = (key is not None) if forward else more
+    has_older = more if forward else True
+    return InboxPage(rows, _cursor(rows[0].ticket, flt, priorities) if has_newer else None,
+                     _cursor(rows[-1].ticket, flt, priorities) if has_older else None)
+
+
+def inbox_counts(session: Session, *, agent_id: int, open_statuses: Sequence[str]
+                 ) -> InboxCounts:
+    """Every sidebar count from one grouped scan of a few indexed columns."""
+    grouped = session.execute(
+        select(Ticket.status, Ticket.queue_id, Ticket.assignee_id, func.count())
+        .where(Ticket.merged_into_id.is_(None))
+        .group_by(Ticket.status, Ticket.queue_id, Ticket.assignee_id))
+    mine = unassigned = total_open = 0
+    by_queue: dict[int, int] = {}
+    by_status: dict[str, int] = {}
+    for status, queue_id, assignee_id, count in grouped:
+        by_status[status] = by_status.get(status, 0) + count
+        if status in open_statuses:
+            total_open += count
+            by_queue[queue_id] = by_queue.get(queue_id, 0) + count
+            mine += count if assignee_id == agent_id else 0
+            unassigned += count if assignee_id is None else 0
+    return InboxCounts(mine, unassigned, total_open, by_queue, by_status)
+
+
+def newest_activity(session: Session) -> datetime | None:
+    return session.scalar(select(func.max(Ticket.updated_at)))
+
+
+def _filtered(session: Session, flt: InboxFilter, agent_id: int) -> Select:
+    seen = aliased(TicketView)
+    query = (select(Ticket, seen.seen_at)
+             .outerjoin(seen, and_(seen.ticket_id == Ticket.id, seen.agent_id == agent_id))
+             .where(Ticket.merged_into_id.is_(None))
+             .options(selectinload(Ticket.tags)))
+    if flt.statuses:
+        query = query.where(Ticket.status.in_(flt.statuses))
+    if flt.priority:
+        query = query.where(Ticket.priority == flt.priority)
+    if flt.queue_id is not None:
+        query = query.where(Ticket.queue_id == flt.queue_id)
+    if flt.unassigned:
+        query = query.where(Ticket.assignee_id.is_(None))
+    elif flt.assignee_id is not None:
+        query = query.where(Ticket.assignee_id == flt.assignee_id)
+    if flt.tag:
+        query = query.where(exists().where(
+            TicketTag.ticket_id == Ticket.id, TicketTag.tag_id == Tag.id,
+            Tag.name == flt.tag.strip().lower()))
+    matching = matching_ticket_ids(session, flt.text)
+    if matching is not None:
+        query = query.where(Ticket.id.in_(matching))
+    return query
+
+
+def _keyset(session: Session, query: Select, column: Any, key: tuple | None, forward: bool,
+            limit: int) -> list[tuple[Ticket, datetime | None]]:
+    if key is not None:
+        moment, ticket_id = key[-2:]
+        if forward:
+            query = query.where(or_(column < moment, and_(column == moment, Ticket.id < ticket_id)))
+        else:
+            query = query.where(or_(column > moment, and_(column == moment, Ticket.id > ticket_id)))
+    order = (column.desc(), Ticket.id.desc()) if forward else (column.asc(), Ticket.id.asc())
+    return [tuple(row) for row in session.execute(query.order_by(*order).limit(limit))]
+
+
+def _by_priority(session: Session, query: Select, priorities: list[str], key: tuple | None,
+                 forward: bool, limit: int) -> list[tuple[Ticket, datetime | None]]:
+    """Most urgent first: one indexed (priority, updated_at) range per priority, walked in
+    rank order until the page is full, instead of sorting every ticket by a CASE."""
+    top = len(priorities) - 1
+    if key is not None and not 0 <= key[0] <= top:
+        key = None
+    start = top if key is None else key[0]
+    ranks = range(start, -1, -1) if forward else range(start, top + 1)
+    found: list[tuple[Ticket, datetime | None]] = []
+    for rank in ranks:
+        within = query.where(Ticket.priority == priorities[rank])
+        found += _keyset(session, within, Ticket.updated_at,
+                         key if key is not None and rank == key[0] else None, forward,
+                         limit - len(found))
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _cursor(ticket: Ticket, flt: InboxFilter, priorities: Sequence[str]) -> str:
+    moment = ticket.created_at if flt.sort == "created" else ticket.updated_at
+    parts = [moment.isoformat(), str(ticket.id)]
+    if flt.sort == "priority":
+        rank = priorities.index(ticket.priority) if ticket.priority in priorities else 0
+        parts.insert(0, str(rank))
+    return CURSOR_SEPARATOR.join(parts)
+
+
+def _parse_cursor(cursor: str | None, *, priority: bool) -> tuple | None:
+    """The key a cursor names; a damaged or foreign cursor means the first page."""
+    if not cursor:
+        return None
+    parts = cursor.split(CURSOR_SEPARATOR)
+    try:
+        if priority and len(parts) == 3:
+            return int(parts[0]), datetime.fromisoformat(parts[1]), int(parts[2])
+        if not priority and len(parts) == 2:
+            return datetime.fromisoformat(parts[0]), int(parts[1])
+    except ValueError:
+        pass
+    return None
+
+
+def _unread(ticket: Ticket, seen_at: datetime | None) -> bool:
+    waiting = ticket.last_customer_at
+    return waiting is not None and (seen_at is None or waiting > seen_at)

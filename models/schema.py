@@ -138,6 +138,7 @@ class Ticket(Base):
         Index("ix_ticket_status_updated", "status", "updated_at"),
         Index("ix_ticket_queue_updated", "queue_id", "updated_at"),
         Index("ix_ticket_assignee_updated", "assignee_id", "updated_at"),
+        Index("ix_ticket_priority_updated", "priority", "updated_at"),  # inbox sorted by priority
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     subject: Mapped[str] = mapped_column(Text, default="")
@@ -312,3 +313,18 @@ class KeyValue(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TicketView(Base):
+    """An agent's last look at a ticket: the inbox's unread marker, and while the page
+    stays open (a heartbeat renews present_until) the "also viewing" notice for others.
+    In the database, not in memory, so every web process sees every viewer."""
+
+    __tablename__ = "ticket_view"
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    present_until: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    composing: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -8,6 +8,7 @@ import os
 import tomllib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,11 +56,11 @@ def postgres_admin():
     engine.dispose()
 
 
-@pytest.fixture(params=DATABASES)
-def database_url(request, tmp_path: Path, postgres_admin) -> Iterator[str]:
+@contextmanager
+def fresh_database(kind: str, folder: Path, postgres_admin) -> Iterator[str]:
     """A fresh, empty database: a SQLite file, or a PostgreSQL schema dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/test.db"
+    if kind == "sqlite":
+        yield f"sqlite:///{folder}/test.db"
         return
     schema = f"t_{uuid.uuid4().hex[:16]}"
     with postgres_admin.connect() as connection:
@@ -69,6 +70,19 @@ def database_url(request, tmp_path: Path, postgres_admin) -> Iterator[str]:
     yield f"{base}{separator}options=-csearch_path%3D{schema}"
     with postgres_admin.connect() as connection:
         connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request, tmp_path: Path, postgres_admin) -> Iterator[str]:
+    with fresh_database(request.param, tmp_path, postgres_admin) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_database_url(request, tmp_path_factory, postgres_admin) -> Iterator[str]:
+    """The same, shared by the tests of one module (a server they all talk to)."""
+    with fresh_database(request.param, tmp_path_factory.mktemp("db"), postgres_admin) as url:
+        yield url
 
 
 def write_config(folder: Path, database_url: str, **sections: dict) -> Path:
