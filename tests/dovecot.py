@@ -1,0 +1,315 @@
+"""A real, throwaway Dovecot IMAP server on loopback for the IMAP tests
+(../shared/recipes/dovecot.md): password logins, XOAUTH2 against a token introspection
+server the test controls, optional TLS (implicit and STARTTLS) with a private CA."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from imapclient import IMAPClient
+
+CONFIG = """\
+base_dir = {tmp}/run
+state_dir = {tmp}/state
+log_path = {tmp}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+disable_plaintext_auth = no
+auth_mechanisms = plain login xoauth2 oauthbearer
+auth_failure_delay = 0
+mail_location = maildir:{tmp}/mail/%u
+passdb {{
+  driver = passwd-file
+  args = {tmp}/users
+  mechanisms = plain login
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {tmp}/dovecot-oauth2.conf.ext
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={tmp}/home/%u allow_all_users=yes
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+{tls_listener}  chroot =
+}}
+service anvil {{
+  chroot =
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+default_login_user = dovenull
+default_internal_user = dovecot
+first_valid_uid = 1
+"""
+
+TLS = """\
+ssl = yes
+ssl_cert = <{tmp}/server.pem
+ssl_key = <{tmp}/server.key
+"""
+
+TLS_LISTENER = """\
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {tls_port}
+    ssl = yes
+  }}
+"""
+
+OAUTH2 = """\
+introspection_url = http://127.0.0.1:{port}/introspect
+introspection_mode = post
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mail(message_id: str, subject: str, *, sender: str = "Ivy <ivy@customer.test>",
+         body: str = "Something is wrong.", **headers: str) -> bytes:
+    """A customer's message as the bytes a mail server would hold."""
+    m = EmailMessage()
+    m["From"] = sender
+    m["To"] = "support@example.com"
+    m["Subject"] = subject
+    m["Message-ID"] = message_id
+    for name, value in headers.items():
+        m[name.replace("_", "-")] = value
+    m.set_content(body)
+    return bytes(m)
+
+
+class Introspection:
+    """The OAuth2 token introspection endpoint Dovecot asks on every XOAUTH2 login."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}  # access token -> user name
+        self.seen: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 -- the stdlib's name
+                length = int(self.headers.get("Content-Length", 0))
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                token = form.get("token", [""])[0]
+                outer.seen.append(token)
+                user = outer.tokens.get(token)
+                answer = {"active": True, "username": user} if user else {"active": False}
+                body = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def make_certificates(folder: Path) -> None:
+    """A private CA (ca.pem) and a server certificate for 127.0.0.1 and localhost it signed."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Test CA")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+
+
+class Dovecot:
+    """One Dovecot instance: its folder under /tmp (the recipe's permissions), its port,
+    users with passwords, and the introspection server for XOAUTH2 logins."""
+
+    def __init__(self, *, users: dict[str, str] | None = None, tls: bool = False) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="dovecot-", dir="/tmp"))
+        self.tmp.chmod(0o755)
+        for sub in ("run", "state", "mail", "home"):
+            (self.tmp / sub).mkdir()
+        shutil.chown(self.tmp / "mail", "dovecot", "dovecot")
+        shutil.chown(self.tmp / "home", "dovecot", "dovecot")
+        self.users = users or {"support": "secret"}
+        (self.tmp / "users").write_text(
+            "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items()))
+        self.introspection = Introspection()
+        (self.tmp / "dovecot-oauth2.conf.ext").write_text(
+            OAUTH2.format(port=self.introspection.port))
+        self.port = free_port()
+        self.tls_port = free_port() if tls else 0
+        self.ca_file = self.tmp / "ca.pem" if tls else None
+        if tls:
+            make_certificates(self.tmp)
+        config = (TLS if tls else "ssl = no\n").format(tmp=self.tmp) + CONFIG.format(
+            tmp=self.tmp, port=self.port,
+            tls_listener=TLS_LISTENER.format(tls_port=self.tls_port) if tls else "")
+        (self.tmp / "dovecot.conf").write_text(config)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, **options: object) -> Iterator[Dovecot]:
+        server = cls(**options)  # type: ignore[arg-type]
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+            server.introspection.close()
+            shutil.rmtree(server.tmp, ignore_errors=True)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["dovecot", "-F", "-c", str(self.tmp / "dovecot.conf")], start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=1
+            ) as s:
+                if s.recv(100).startswith(b"* OK"):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"dovecot did not start: {self.log()[-500:]}")
+
+    def stop(self) -> None:
+        """Stop the whole process group: killing only the master leaves sessions serving."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait()
+        self.process = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                return
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        path = self.tmp / "dovecot.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def client(self, user: str = "support") -> IMAPClient:
+        c = IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=10)
+        c.login(user, self.users[user])
+        return c
+
+    @contextlib.contextmanager
+    def session(self, user: str = "support", folder: str = "INBOX") -> Iterator[IMAPClient]:
+        c = self.client(user)
+        try:
+            c.select_folder(folder)
+            yield c
+        finally:
+            with contextlib.suppress(Exception):
+                c.logout()
+
+    def append(self, raw: bytes, folder: str = "INBOX", *, user: str = "support",
+               flags: tuple[bytes, ...] = ()) -> int:
+        """Put a message in as if it had just arrived; returns its UID."""
+        c = self.client(user)
+        try:
+            answer = c.append(folder, raw, flags=flags)
+        finally:
+            c.logout()
+        return int(answer.split(b"]")[0].split()[-1])
+
+    def create_folder(self, folder: str, user: str = "support") -> None:
+        c = self.client(user)
+        try:
+            c.create_folder(folder)
+        finally:
+            c.logout()
+
+    def folder(self, folder: str = "INBOX", user: str = "support") -> dict[int, set[bytes]]:
+        """UID -> flags of every message in the folder."""
+        with self.session(user, folder) as c:
+            return {uid: set(flags) for uid, flags in c.get_flags(c.search("ALL")).items()}
+
+    def uidvalidity(self, folder: str = "INBOX", user: str = "support") -> int:
+        c = self.client(user)
+        try:
+            return int(c.folder_status(folder, [b"UIDVALIDITY"])[b"UIDVALIDITY"])
+        finally:
+            c.logout()
+
+    def doveadm(self, *args: str) -> str:
+        done = subprocess.run(["doveadm", "-c", str(self.tmp / "dovecot.conf"), *args],
+                              capture_output=True, text=True, check=True)
+        return done.stdout
+
+    def deliver(self, raw: bytes, user: str = "support") -> None:
+        """Put a message into INBOX without IMAP, as a delivery agent writing the maildir
+        does: works while the server is stopped (doveadm save needs its auth service)."""
+        new = self.tmp / "mail" / user / "new"
+        name = f"{time.time_ns()}.P{os.getpid()}.test"
+        (new.parent / "tmp" / name).write_bytes(raw)
+        shutil.chown(new.parent / "tmp" / name, "dovecot", "dovecot")
+        os.rename(new.parent / "tmp" / name, new / name)
+
+    def set_uidvalidity(self, value: int, folder: str = "INBOX", user: str = "support") -> None:
+        """What recreating the folder with the same messages looks like to a client."""
+        self.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(value), folder)
+
+
+def imap_account(server: Dovecot, **overrides: object) -> dict:
+    """An [[imap]] table for write_config(imap=[...]) reading this server over loopback;
+    the password comes from TEST_IMAP_PASSWORD."""
+    account = {"name": "support", "host": "127.0.0.1", "port": server.port, "tls": False,
+               "user": "support", "password_env": "TEST_IMAP_PASSWORD", "folder": "INBOX",
+               "idle": True, "poll_interval": 1}
+    account.update(overrides)
+    return account
+
+
+def wait_for(predicate, timeout: float = 10.0, step: float = 0.05):  # noqa: ANN001, ANN201
+    """Poll until predicate() is truthy; return (value, seconds it took). Fails on timeout."""
+    started = time.monotonic()
+    while True:
+        value = predicate()
+        if value:
+            return value, time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s: {predicate.__doc__ or predicate}")
+        time.sleep(step)

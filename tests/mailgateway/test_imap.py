@@ -1,0 +1,247 @@
+"""The IMAP poller against a real Dovecot: arrival to ticket in IDLE and polling mode,
+acknowledgement only after commit, UID bookkeeping across crashes and UIDVALIDITY changes,
+reconnects, and one broken account beside a working one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from mailgateway.cli_setup import prepare_database
+from mailgateway.config import load_settings
+from mailgateway.imap import Timing, imap_service
+from mailgateway.ingest import IngestResult, Source, receive
+from mailgateway.runtime import Runtime, open_runtime
+from mailgateway.service import Service
+from models import mailboxes
+from models.schema import ImapState, Message, Ticket
+from tests.conftest import write_config
+from tests.dovecot import Dovecot, imap_account, mail, wait_for
+
+FAST = Timing(first_retry=0.1, max_retry=0.5, problem_retry=0.3, lock_retry=0.2,
+              lock_check=1.0, idle_check=0.2)
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    with Dovecot.running() as server:
+        yield server
+
+
+class Gateway:
+    """A runtime on the test database and the IMAP service, started and stopped at will."""
+
+    def __init__(self, folder: Path, database_url: str) -> None:
+        self.folder, self.database_url = folder, database_url
+        self.runtime: Runtime | None = None
+        self.service: Service | None = None
+
+    def configure(self, *accounts: dict) -> Path:
+        path = write_config(self.folder, self.database_url, imap=list(accounts))
+        self.runtime = open_runtime(load_settings(path))
+        prepare_database(self.runtime)
+        return path
+
+    def start(self, receive_message=None) -> Runtime:  # noqa: ANN001
+        self.service = imap_service(self.runtime, receive_message, FAST)
+        self.service.start()
+        return self.runtime
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+            self.service = None
+
+    def state(self, account: str = "support") -> ImapState | None:
+        with self.runtime.sessions() as session:
+            return mailboxes.account_states(session).get(account)
+
+    def connected(self, account: str = "support") -> bool:
+        state = self.state(account)
+        return bool(state and state.connected)
+
+    def tickets(self) -> dict[str, list[int]]:
+        """Message-ID -> ticket ids of the messages stored under it (one each, if all is well)."""
+        with self.runtime.sessions() as session:
+            rows = session.execute(select(Message.message_id, Message.ticket_id)).all()
+        found: dict[str, list[int]] = {}
+        for message_id, ticket_id in rows:
+            found.setdefault((message_id or "").strip("<>"), []).append(ticket_id)
+        return found
+
+    def ticket_count(self) -> int:
+        with self.runtime.sessions() as session:
+            return session.scalar(select(func.count()).select_from(Ticket))
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, database_url: str, monkeypatch) -> Iterator[Gateway]:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", "secret")
+    gateway = Gateway(tmp_path, database_url)
+    yield gateway
+    gateway.stop()
+    if gateway.runtime is not None:
+        gateway.runtime.close()
+
+
+@pytest.mark.parametrize(("idle", "mode", "limit"), [(True, "idle", 2.0), (False, "poll", 1.5)])
+def test_an_appended_message_becomes_a_ticket_quickly_and_a_reply_threads_onto_it(
+        dovecot: Dovecot, gateway: Gateway, idle: bool, mode: str, limit: float) -> None:
+    """IDLE: within 2 s of arrival; polling every second: within one interval (and a bit)."""
+    gateway.configure(imap_account(dovecot, idle=idle, poll_interval=1 if not idle else 300))
+    gateway.start()
+    wait_for(gateway.connected)
+    assert gateway.state().status["mode"] == mode
+
+    uid = dovecot.append(mail("<first@customer.test>", "Scanner jammed"))
+    tickets, took = wait_for(lambda: gateway.tickets().get("first@customer.test"), 5)
+    assert took < limit, f"{mode} took {took:.2f} s"
+    wait_for(lambda: b"\\Seen" in dovecot.folder()[uid])
+
+    dovecot.append(mail("<reply@customer.test>", "Re: Scanner jammed",
+                        In_Reply_To="<first@customer.test>"))
+    reply, _ = wait_for(lambda: gateway.tickets().get("reply@customer.test"), 5)
+    assert reply == tickets and gateway.ticket_count() == 1
+    wait_for(lambda: gateway.state().last_uid == uid + 1)
+    assert gateway.state().taken_today == 2
+
+
+def test_flagged_and_moved_only_after_the_commit(dovecot: Dovecot, gateway: Gateway) -> None:
+    """At the moment receive() has committed, the message is still unflagged in INBOX."""
+    dovecot.create_folder("Processed")
+    runtime_at_commit: list[tuple[bool, dict, dict]] = []
+
+    def receive_and_look(data: bytes, source: Source) -> IngestResult:
+        result = receive(gateway.runtime, data, source)
+        stored = result.message_id.strip("<>") in gateway.tickets()
+        runtime_at_commit.append((stored, dovecot.folder(), dovecot.folder("Processed")))
+        return result
+
+    gateway.configure(imap_account(dovecot, processed_folder="Processed"))
+    gateway.start(receive_and_look)
+    uid = dovecot.append(mail("<move-1@customer.test>", "Move me"))
+    wait_for(lambda: dovecot.folder() == {} and dovecot.folder("Processed"))
+    assert runtime_at_commit == [(True, {uid: set()}, {})]
+    assert [b"\\Seen" in f for f in dovecot.folder("Processed").values()] == [True]
+    assert gateway.tickets() == {"move-1@customer.test": [1]}
+
+
+KILL_AFTER_COMMIT = """
+import os, signal, sys, threading
+from mailgateway.config import load_settings
+from mailgateway.imap import Poller, Timing
+from mailgateway.ingest import receive
+from mailgateway.runtime import open_runtime
+
+runtime = open_runtime(load_settings(sys.argv[1]))
+
+def receive_then_die(data, source):
+    receive(runtime, data, source)
+    os.kill(os.getpid(), signal.SIGKILL)  # committed, not yet flagged
+
+Poller(runtime, runtime.settings.imap[0], receive_then_die, threading.Event(), Timing()).run()
+"""
+
+
+def test_a_poller_killed_between_commit_and_flagging_leaves_no_duplicate(
+        dovecot: Dovecot, gateway: Gateway) -> None:
+    config = gateway.configure(imap_account(dovecot))
+    uid = dovecot.append(mail("<crash-1@customer.test>", "Crash course"))
+    died = subprocess.run([sys.executable, "-c", KILL_AFTER_COMMIT, str(config)],
+                          env=os.environ, timeout=30, capture_output=True, text=True)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    assert gateway.tickets() == {"crash-1@customer.test": [1]}
+    assert dovecot.folder() == {uid: set()}, "killed before flagging"
+    assert gateway.state().last_uid == 0
+
+    gateway.start()
+    wait_for(lambda: gateway.state().last_uid == uid)
+    assert b"\\Seen" in dovecot.folder()[uid]
+    assert gateway.tickets() == {"crash-1@customer.test": [1]}
+    assert gateway.ticket_count() == 1
+
+
+def test_a_changed_uidvalidity_takes_the_folder_again_without_duplicates(
+        dovecot: Dovecot, gateway: Gateway) -> None:
+    gateway.configure(imap_account(dovecot))
+    gateway.start()
+    for n in (1, 2):
+        dovecot.append(mail(f"<uv-{n}@customer.test>", f"Question {n}"))
+    wait_for(lambda: gateway.state() and gateway.state().last_uid == 2)
+    old = gateway.state().uidvalidity
+
+    dovecot.set_uidvalidity(old + 1000)  # what recreating the folder looks like to a client
+    dovecot.append(mail("<uv-3@customer.test>", "Question 3"))  # IDLE hears BYE; reconnect
+    wait_for(lambda: "uv-3@customer.test" in gateway.tickets())
+    wait_for(lambda: gateway.state().uidvalidity == old + 1000 and gateway.state().last_uid == 3)
+    assert gateway.tickets() == {f"uv-{n}@customer.test": [n] for n in (1, 2, 3)}
+    assert gateway.state().status["previous_uidvalidity"] == old
+
+
+def test_a_message_a_person_already_read_is_still_taken(
+        dovecot: Dovecot, gateway: Gateway) -> None:
+    uid = dovecot.append(mail("<read-1@customer.test>", "Already read"), flags=(b"\\Seen",))
+    gateway.configure(imap_account(dovecot))
+    gateway.start()
+    wait_for(lambda: "read-1@customer.test" in gateway.tickets())
+    wait_for(lambda: gateway.state().last_uid == uid)
+
+
+def test_reconnects_after_the_server_restarts_and_takes_what_arrived_meanwhile(
+        dovecot: Dovecot, gateway: Gateway) -> None:
+    gateway.configure(imap_account(dovecot))
+    gateway.start()
+    dovecot.append(mail("<before@customer.test>", "Before the restart"))
+    wait_for(lambda: "before@customer.test" in gateway.tickets())
+
+    dovecot.stop()
+    wait_for(lambda: not gateway.connected())
+    # delivered while IMAP is down, as the server's delivery agent would
+    dovecot.deliver(mail("<meanwhile@customer.test>", "While you were out"))
+    dovecot.start()
+    wait_for(lambda: "meanwhile@customer.test" in gateway.tickets(), 10)
+    state, _ = wait_for(lambda: (s := gateway.state()).last_success_at > s.last_error_at and s)
+    assert state.last_error.startswith("Connection")  # kept, with its time, after recovery
+    dovecot.append(mail("<after@customer.test>", "After the restart"))
+    wait_for(lambda: "after@customer.test" in gateway.tickets())
+    assert gateway.ticket_count() == 3
+
+
+def test_a_wrong_password_leaves_a_second_account_working_and_is_logged_once(
+        dovecot: Dovecot, gateway: Gateway, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("TEST_WRONG_PASSWORD", "not-the-password")
+    gateway.configure(
+        imap_account(dovecot, name="broken", password_env="TEST_WRONG_PASSWORD"),
+        imap_account(dovecot, name="nofolder", folder="Nowhere"),
+        imap_account(dovecot, name="support"))
+    with caplog.at_level(logging.INFO, logger="mailgateway.imap"):
+        gateway.start()
+        dovecot.append(mail("<works@customer.test>", "Still working"))
+        wait_for(lambda: "works@customer.test" in gateway.tickets())
+        wait_for(lambda: dovecot.log().count("auth failed") >= 3, 5)  # retried, not given up
+    broken = gateway.state("broken")
+    assert not broken.connected and "login as support refused" in broken.last_error
+    assert "no folder 'Nowhere'" in gateway.state("nofolder").last_error
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([m for m in said if m.startswith("imap broken:")]) == 1, said
+    assert len([m for m in said if m.startswith("imap nofolder:")]) == 1, said
+
+
+def test_stop_wakes_a_poller_waiting_in_idle(dovecot: Dovecot, gateway: Gateway) -> None:
+    gateway.configure(imap_account(dovecot))
+    gateway.start()
+    wait_for(gateway.connected)
+    stopping = threading.Thread(target=gateway.stop)
+    stopping.start()
+    stopping.join(timeout=3)
+    assert not stopping.is_alive()
+    assert not gateway.connected()
