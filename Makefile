@@ -22,8 +22,7 @@ run: $(STAMP)
 	@if [ ! -f var/mailgateway.db ]; then $(BIN)/mailgateway --config $(CONFIG) init --demo; \
 	  else $(BIN)/mailgateway --config $(CONFIG) init >/dev/null; \
 	  echo "existing database kept; reset a login with: $(BIN)/mailgateway agent set-password admin@example.com"; fi
-	@$(BIN)/python -c 'import tomllib; c = tomllib.load(open("$(CONFIG)", "rb")); w = c.get("web", {}); s = c.get("smtp", {}); \
-	  print(f"web inbox: http://{w.get(\"host\", \"127.0.0.1\")}:{w.get(\"port\", 8080)}/   SMTP listener: {s.get(\"host\", \"127.0.0.1\")}:{s.get(\"port\", 2525)}")'
+	@$(BIN)/mailgateway --config $(CONFIG) check-config | grep -E '^(web|smtp listener):'
 	exec $(BIN)/mailgateway --config $(CONFIG) run
 
 ## Debian packages the tests use (real Dovecot, swaks, Chromium); installed only when missing
