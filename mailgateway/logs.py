@@ -14,5 +14,6 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("apscheduler", "waitress.queue", "mail-parser", "mailparser", "alembic"):
+    for noisy in ("apscheduler", "waitress.queue", "mail-parser", "mailparser", "alembic",
+                  "mail.log"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
