@@ -186,7 +186,11 @@ class RawMail(Base):
 
 class Message(Base):
     __tablename__ = "message"
-    __table_args__ = (Index("ix_message_ticket_created", "ticket_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_message_ticket_created", "ticket_id", "created_at"),
+        # threading out of order: "which stored reply names this message as its parent?"
+        Index("ix_message_in_reply_to", "in_reply_to"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
     direction: Mapped[str] = mapped_column(String(16))
