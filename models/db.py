@@ -46,12 +46,19 @@ def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def on_begin(connection):  # type: ignore[no-untyped-def]
         # IMMEDIATE takes the write lock up front: two writers wait on busy_timeout
-        # instead of failing with "database is locked" on lock upgrade.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # instead of failing with "database is locked" on lock upgrade. Readers (web
+        # pages) ask for read_only and take no lock: WAL lets them read beside a writer.
+        read_only = connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessions(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reading only: on SQLite they never hold the write lock."""
+    return sessionmaker(engine.execution_options(read_only=True), expire_on_commit=False)
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -41,3 +41,24 @@ def _search_machinery(difference: object) -> bool:
     """Full-text search tables and indexes live outside the models on purpose."""
     text = repr(difference)
     return any(name in text for name in ("message_search", "_fts", "search_vector", "tsv"))
+
+
+def test_a_reader_is_not_blocked_by_a_writer(tmp_path) -> None:
+    """SQLite: web pages read while an ingest batch holds the write lock."""
+    import time
+
+    from sqlalchemy import text
+
+    from models.db import make_read_sessions, make_sessions
+
+    engine = make_engine(f"sqlite:///{tmp_path}/lock.db")
+    try:
+        upgrade(engine)
+        with make_sessions(engine).begin() as writer:
+            writer.execute(text("INSERT INTO queue (name, address) VALUES ('Q', 'q@x.test')"))
+            started = time.monotonic()
+            with make_read_sessions(engine)() as reader:
+                assert reader.execute(text("SELECT count(*) FROM queue")).scalar() == 0
+            assert time.monotonic() - started < 1  # no wait for the writer's busy timeout
+    finally:
+        engine.dispose()
