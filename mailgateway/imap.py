@@ -218,7 +218,7 @@ class Poller:
 
     def _failed(self, error: BaseException, level: int, retry: str = "") -> None:
         """Log a fault once, not at every retry; the status always has the latest."""
-        text = describe(error)
+        text = describe(error, self.account)
         if text != self.reported:
             log.log(level, "imap %s: %s%s", self.name, text, retry)
         else:

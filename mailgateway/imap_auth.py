@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import time
 import urllib.error
@@ -224,7 +225,7 @@ def authenticator(account: ImapAccount, sessions: sessionmaker[Session]) -> Auth
 
 
 def _said(error: Exception) -> str:
-    text = str(error)
-    if isinstance(error.args[0] if error.args else None, bytes):
-        text = error.args[0].decode(errors="replace")
-    return text.strip() or type(error).__name__
+    """The server's words: imapclient hands them over as the repr of bytes."""
+    text = str(error).strip()
+    quoted = re.fullmatch(r"b(['\"])(.*)\1", text)
+    return (quoted.group(2) if quoted else text) or type(error).__name__

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -157,9 +158,62 @@ def acknowledge(client: IMAPClient, uids: Sequence[int], processed_folder: str) 
         client.expunge()  # no UID EXPUNGE: also removes what others flagged \Deleted
 
 
-def describe(error: BaseException) -> str:
-    """One line for logs and status, without the traceback."""
+@dataclass(frozen=True)
+class Reconciliation:
+    """The folder as the server has it now against what we recorded taking."""
+
+    folder: str
+    uidvalidity: int
+    count: int
+    highest_uid: int
+    not_taken: list[int]  # UIDs above our last UID: not (yet) taken
+
+    def sentence(self, our_uidvalidity: int | None) -> str:
+        held = (f"{self.folder} holds {self.count} messages up to UID {self.highest_uid}"
+                if self.count else f"{self.folder} is empty")
+        if our_uidvalidity is not None and our_uidvalidity != self.uidvalidity:
+            return (f"{held}; its UIDVALIDITY is now {self.uidvalidity} (ours "
+                    f"{our_uidvalidity}): the poller will take the folder again")
+        if not self.not_taken:
+            return f"{held}; we have taken all {self.count}" if self.count else held
+        return (f"{held}; we have taken {self.count - len(self.not_taken)}, not yet "
+                f"{len(self.not_taken)}: UID {uid_ranges(self.not_taken)}")
+
+
+def reconcile(client: IMAPClient, folder: str, last_uid: int) -> Reconciliation:
+    """Proof that nothing was missed: every UID in the folder up to our last UID was taken
+    (UIDs only grow, and the poller advances last UID only after a message is stored)."""
+    info = open_folder(client, folder)
+    uids = sorted(client.search("ALL"))
+    return Reconciliation(folder, info.uidvalidity, len(uids), uids[-1] if uids else 0,
+                          [u for u in uids if u > last_uid])
+
+
+def uid_ranges(uids: Sequence[int], most: int = 20) -> str:
+    """1,2,3,7 -> "1:3,7" (IMAP's own notation), cut after `most` ranges."""
+    ranges: list[list[int]] = []
+    for uid in uids:
+        if ranges and uid == ranges[-1][1] + 1:
+            ranges[-1][1] = uid
+        else:
+            ranges.append([uid, uid])
+    text = [f"{a}:{b}" if a != b else str(a) for a, b in ranges[:most]]
+    return ",".join(text) + (",..." if len(ranges) > most else "")
+
+
+def describe(error: BaseException, account: ImapAccount) -> str:
+    """One plain line for logs, status and `imap test`, without the traceback."""
+    where = f"{account.host}:{account.port}"
     if isinstance(error, AccountProblem):
         return str(error)
+    if isinstance(error, ConnectionRefusedError):
+        return f"cannot connect to {where}: connection refused (is the server up, the port right?)"
+    if isinstance(error, socket.gaierror):
+        return f"cannot find the host {account.host!r}: {error.strerror}"
+    if isinstance(error, TimeoutError):
+        return f"no answer from {where} in time"
+    if isinstance(error, ssl.SSLError):
+        return (f"TLS with {where} failed: {error.reason or error} (tls = true needs an "
+                "implicit-TLS port such as 993; starttls = true a plain one such as 143)")
     text = str(error).strip() or type(error).__name__
     return f"{type(error).__name__}: {text}"

@@ -51,6 +51,10 @@ def build_services(runtime: Runtime) -> list[Service]:
     services = []
     if runtime.settings.smtp.enabled:
         services.append(smtp_service(runtime))
+    if any(account.enabled for account in runtime.settings.imap):
+        from mailgateway.imap import imap_service
+
+        services.append(imap_service(runtime))
     if runtime.settings.web.enabled:
         services.append(web_service(runtime))
     return services

@@ -17,6 +17,9 @@ from sqlalchemy import create_engine, text
 from mailgateway.config import Settings, load_settings
 from mailgateway.runtime import Runtime, open_runtime
 
+# the Dovecot and IMAP gateway fixtures of the IMAP tests
+pytest_plugins = ["tests.dovecot"]
+
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("MAILGATEWAY_TEST_POSTGRES_URL", "")
 DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])

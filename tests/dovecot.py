@@ -20,7 +20,18 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 from imapclient import IMAPClient
+from sqlalchemy import func, select
+
+from mailgateway.cli_setup import prepare_database
+from mailgateway.config import load_settings
+from mailgateway.imap import Timing, imap_service
+from mailgateway.runtime import Runtime, open_runtime
+from mailgateway.service import Service
+from models import mailboxes
+from models.schema import Direction, ImapState, Message, Ticket
+from tests.conftest import write_config
 
 CONFIG = """\
 base_dir = {tmp}/run
@@ -313,3 +324,88 @@ def wait_for(predicate, timeout: float = 10.0, step: float = 0.05):  # noqa: ANN
         if time.monotonic() - started > timeout:
             raise AssertionError(f"not within {timeout} s: {predicate.__doc__ or predicate}")
         time.sleep(step)
+
+
+FAST = Timing(first_retry=0.1, max_retry=0.5, problem_retry=0.3, lock_retry=0.2,
+              lock_check=1.0, idle_check=0.2)
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    with Dovecot.running() as server:
+        yield server
+
+
+class Gateway:
+    """A runtime on the test database and the IMAP service, started and stopped at will."""
+
+    def __init__(self, folder: Path, database_url: str) -> None:
+        self.folder, self.database_url = folder, database_url
+        self.runtime: Runtime | None = None
+        self.service: Service | None = None
+
+    def configure(self, *accounts: dict) -> Path:
+        path = write_config(self.folder, self.database_url, imap=list(accounts))
+        self.runtime = open_runtime(load_settings(path))
+        prepare_database(self.runtime)
+        return path
+
+    def start(self, receive_message=None) -> Runtime:  # noqa: ANN001
+        self.service = imap_service(self.runtime, receive_message, FAST)
+        self.service.start()
+        return self.runtime
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+            self.service = None
+
+    def state(self, account: str = "support") -> ImapState | None:
+        with self.runtime.sessions() as session:
+            return mailboxes.account_states(session).get(account)
+
+    def last_uid(self, account: str = "support") -> int:
+        state = self.state(account)
+        return state.last_uid if state else 0
+
+    def connected(self, account: str = "support") -> bool:
+        state = self.state(account)
+        return bool(state and state.connected)
+
+    def tickets(self) -> dict[str, list[int]]:
+        """Message-ID -> tickets of the customers' messages stored under it (one each, if all
+        is well). Our own acknowledgements are stored too, and left out here."""
+        with self.runtime.sessions() as session:
+            rows = session.execute(select(Message.message_id, Message.ticket_id)
+                                   .where(Message.direction == Direction.INBOUND)).all()
+        found: dict[str, list[int]] = {}
+        for message_id, ticket_id in rows:
+            found.setdefault((message_id or "").strip("<>"), []).append(ticket_id)
+        return found
+
+    def ticket_count(self) -> int:
+        with self.runtime.sessions() as session:
+            return session.scalar(select(func.count()).select_from(Ticket))
+
+
+def _gateway(folder: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[Gateway]:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", "secret")
+    gateway = Gateway(folder, database_url)
+    yield gateway
+    gateway.stop()
+    if gateway.runtime is not None:
+        gateway.runtime.close()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+            ) -> Iterator[Gateway]:
+    """On each test database: for tests of what the poller records."""
+    yield from _gateway(tmp_path, database_url, monkeypatch)
+
+
+@pytest.fixture
+def sqlite_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    """On SQLite only: for tests whose subject is the server conversation, not the database."""
+    yield from _gateway(tmp_path, f"sqlite:///{tmp_path}/test.db", monkeypatch)

@@ -10,87 +10,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
-from mailgateway.cli_setup import prepare_database
-from mailgateway.config import load_settings
-from mailgateway.imap import Timing, imap_service
 from mailgateway.ingest import IngestResult, Source, receive
-from mailgateway.runtime import Runtime, open_runtime
-from mailgateway.service import Service
-from models import mailboxes
-from models.schema import ImapState, Message, Ticket
-from tests.conftest import write_config
-from tests.dovecot import Dovecot, imap_account, mail, wait_for
-
-FAST = Timing(first_retry=0.1, max_retry=0.5, problem_retry=0.3, lock_retry=0.2,
-              lock_check=1.0, idle_check=0.2)
-
-
-@pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
-    with Dovecot.running() as server:
-        yield server
-
-
-class Gateway:
-    """A runtime on the test database and the IMAP service, started and stopped at will."""
-
-    def __init__(self, folder: Path, database_url: str) -> None:
-        self.folder, self.database_url = folder, database_url
-        self.runtime: Runtime | None = None
-        self.service: Service | None = None
-
-    def configure(self, *accounts: dict) -> Path:
-        path = write_config(self.folder, self.database_url, imap=list(accounts))
-        self.runtime = open_runtime(load_settings(path))
-        prepare_database(self.runtime)
-        return path
-
-    def start(self, receive_message=None) -> Runtime:  # noqa: ANN001
-        self.service = imap_service(self.runtime, receive_message, FAST)
-        self.service.start()
-        return self.runtime
-
-    def stop(self) -> None:
-        if self.service is not None:
-            self.service.stop()
-            self.service = None
-
-    def state(self, account: str = "support") -> ImapState | None:
-        with self.runtime.sessions() as session:
-            return mailboxes.account_states(session).get(account)
-
-    def connected(self, account: str = "support") -> bool:
-        state = self.state(account)
-        return bool(state and state.connected)
-
-    def tickets(self) -> dict[str, list[int]]:
-        """Message-ID -> ticket ids of the messages stored under it (one each, if all is well)."""
-        with self.runtime.sessions() as session:
-            rows = session.execute(select(Message.message_id, Message.ticket_id)).all()
-        found: dict[str, list[int]] = {}
-        for message_id, ticket_id in rows:
-            found.setdefault((message_id or "").strip("<>"), []).append(ticket_id)
-        return found
-
-    def ticket_count(self) -> int:
-        with self.runtime.sessions() as session:
-            return session.scalar(select(func.count()).select_from(Ticket))
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, database_url: str, monkeypatch) -> Iterator[Gateway]:
-    monkeypatch.setenv("TEST_IMAP_PASSWORD", "secret")
-    gateway = Gateway(tmp_path, database_url)
-    yield gateway
-    gateway.stop()
-    if gateway.runtime is not None:
-        gateway.runtime.close()
+from tests.dovecot import Dovecot, Gateway, imap_account, mail, wait_for
 
 
 @pytest.mark.parametrize(("idle", "mode", "limit"), [(True, "idle", 2.0), (False, "poll", 1.5)])
@@ -111,7 +35,7 @@ def test_an_appended_message_becomes_a_ticket_quickly_and_a_reply_threads_onto_i
                         In_Reply_To="<first@customer.test>"))
     reply, _ = wait_for(lambda: gateway.tickets().get("reply@customer.test"), 5)
     assert reply == tickets and gateway.ticket_count() == 1
-    wait_for(lambda: gateway.state().last_uid == uid + 1)
+    wait_for(lambda: gateway.last_uid() == uid + 1)
     assert gateway.state().taken_today == 2
 
 
@@ -161,10 +85,10 @@ def test_a_poller_killed_between_commit_and_flagging_leaves_no_duplicate(
     assert died.returncode == -signal.SIGKILL, died.stderr
     assert gateway.tickets() == {"crash-1@customer.test": [1]}
     assert dovecot.folder() == {uid: set()}, "killed before flagging"
-    assert gateway.state().last_uid == 0
+    assert gateway.last_uid() == 0
 
     gateway.start()
-    wait_for(lambda: gateway.state().last_uid == uid)
+    wait_for(lambda: gateway.last_uid() == uid)
     assert b"\\Seen" in dovecot.folder()[uid]
     assert gateway.tickets() == {"crash-1@customer.test": [1]}
     assert gateway.ticket_count() == 1
@@ -176,7 +100,7 @@ def test_a_changed_uidvalidity_takes_the_folder_again_without_duplicates(
     gateway.start()
     for n in (1, 2):
         dovecot.append(mail(f"<uv-{n}@customer.test>", f"Question {n}"))
-    wait_for(lambda: gateway.state() and gateway.state().last_uid == 2)
+    wait_for(lambda: gateway.last_uid() == 2)
     old = gateway.state().uidvalidity
 
     dovecot.set_uidvalidity(old + 1000)  # what recreating the folder looks like to a client
@@ -193,7 +117,7 @@ def test_a_message_a_person_already_read_is_still_taken(
     gateway.configure(imap_account(dovecot))
     gateway.start()
     wait_for(lambda: "read-1@customer.test" in gateway.tickets())
-    wait_for(lambda: gateway.state().last_uid == uid)
+    wait_for(lambda: gateway.last_uid() == uid)
 
 
 def test_reconnects_after_the_server_restarts_and_takes_what_arrived_meanwhile(
@@ -210,7 +134,7 @@ def test_reconnects_after_the_server_restarts_and_takes_what_arrived_meanwhile(
     dovecot.start()
     wait_for(lambda: "meanwhile@customer.test" in gateway.tickets(), 10)
     state, _ = wait_for(lambda: (s := gateway.state()).last_success_at > s.last_error_at and s)
-    assert state.last_error.startswith("Connection")  # kept, with its time, after recovery
+    assert state.last_error  # refused, reset or broken pipe: kept, with its time
     dovecot.append(mail("<after@customer.test>", "After the restart"))
     wait_for(lambda: "after@customer.test" in gateway.tickets())
     assert gateway.ticket_count() == 3
