@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -118,24 +118,22 @@ def mail(message_id: str, subject: str, *, sender: str = "Ivy <ivy@customer.test
     return bytes(m)
 
 
-class Introspection:
-    """The OAuth2 token introspection endpoint Dovecot asks on every XOAUTH2 login."""
+class FormEndpoint:
+    """A loopback HTTP server answering form POSTs with JSON, as OAuth endpoints do:
+    `answer(form)` gives the status and the JSON body."""
 
-    def __init__(self) -> None:
-        self.tokens: dict[str, str] = {}  # access token -> user name
-        self.seen: list[str] = []
+    def __init__(self, answer: Callable[[dict[str, str]], tuple[int, dict]]) -> None:
+        self.requests: list[dict[str, str]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 -- the stdlib's name
                 length = int(self.headers.get("Content-Length", 0))
-                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
-                token = form.get("token", [""])[0]
-                outer.seen.append(token)
-                user = outer.tokens.get(token)
-                answer = {"active": True, "username": user} if user else {"active": False}
-                body = json.dumps(answer).encode()
-                self.send_response(200)
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                outer.requests.append(form)
+                status, reply = answer(form)
+                body = json.dumps(reply).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -151,6 +149,22 @@ class Introspection:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Introspection(FormEndpoint):
+    """The OAuth2 token introspection endpoint Dovecot asks on every XOAUTH2 login."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}  # access token -> user name
+        super().__init__(self.answer)
+
+    @property
+    def seen(self) -> list[str]:
+        return [form.get("token", "") for form in self.requests]
+
+    def answer(self, form: dict[str, str]) -> tuple[int, dict]:
+        user = self.tokens.get(form.get("token", ""))
+        return 200, {"active": True, "username": user} if user else {"active": False}
 
 
 def make_certificates(folder: Path) -> None:
@@ -344,8 +358,8 @@ class Gateway:
         self.runtime: Runtime | None = None
         self.service: Service | None = None
 
-    def configure(self, *accounts: dict) -> Path:
-        path = write_config(self.folder, self.database_url, imap=list(accounts))
+    def configure(self, *accounts: dict, **sections: dict) -> Path:
+        path = write_config(self.folder, self.database_url, imap=list(accounts), **sections)
         self.runtime = open_runtime(load_settings(path))
         prepare_database(self.runtime)
         return path
