@@ -8,6 +8,7 @@ each still answered only after that commit, and parsing stays off the event loop
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import queue
 import socket
@@ -68,6 +69,13 @@ class Batcher:
             self._commit(batch)
 
     def _commit(self, batch: list) -> None:
+        # Running from here on, so a client hanging up can no longer cancel its future and
+        # make set_result raise, which would end this thread and leave every later DATA
+        # unanswered. A future cancelled before this point drops its message: it was never
+        # acknowledged, so the sender sends it again.
+        batch = [item for item in batch if item[2].set_running_or_notify_cancel()]
+        if not batch:
+            return
         try:
             results = receive_batch(self.runtime, [(data, source) for data, source, _ in batch])
         except TemporaryFailure as error:
@@ -130,12 +138,15 @@ def _tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
 
 
 def _authenticator(settings: SmtpSettings):  # type: ignore[no-untyped-def]
-    password = secret_from_env(settings.auth_password_env, "[smtp] auth_password_env")
+    user = settings.auth_user.encode()
+    password = secret_from_env(settings.auth_password_env, "[smtp] auth_password_env").encode()
 
     def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:  # type: ignore[no-untyped-def]
+        """Bytes compared as bytes: credentials that are not UTF-8 are wrong (535), not our
+        fault (451); and in constant time, so the answer's timing gives nothing away."""
         ok = (isinstance(auth_data, LoginPassword)
-              and auth_data.login.decode() == settings.auth_user
-              and auth_data.password.decode() == password)
+              and hmac.compare_digest(auth_data.login, user)
+              & hmac.compare_digest(auth_data.password, password))
         return AuthResult(success=ok, handled=False)
 
     return authenticate

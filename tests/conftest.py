@@ -120,12 +120,20 @@ def settings(config_path: Path) -> Settings:
     return load_settings(config_path)
 
 
-@pytest.fixture
-def runtime(settings: Settings) -> Iterator[Runtime]:
-    """An initialised instance: schema at head, queues synced."""
+@contextmanager
+def prepared_runtime(settings: Settings) -> Iterator[Runtime]:
+    """An initialised instance: schema at head, queues synced; closed afterwards."""
     from mailgateway.cli_setup import prepare_database
 
     runtime = open_runtime(settings)
     prepare_database(runtime)
-    yield runtime
-    runtime.close()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    with prepared_runtime(settings) as runtime:
+        yield runtime
