@@ -28,6 +28,9 @@ from mailgateway.sanitize import html_to_text, sanitize_html
 log = logging.getLogger(__name__)
 
 MSGID = re.compile(r"<[^<>\s]+>")
+MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: a longer path is not an address
+LATIN_LABELS = frozenset({"us-ascii", "ascii", "iso-8859-1", "latin1", "latin-1", "iso-8859-15",
+                          "windows-1252", "cp1252"})
 HEADER_LINE = re.compile(rb"^(From |[!-9;-~]+[ \t]*:)")
 FALLBACK_CHARSETS = ("utf-8", "windows-1252")
 
@@ -65,7 +68,7 @@ class ParsedMail:
 
     def header(self, name: str, default: str = "") -> str:
         value = self.message.get(name)
-        return default if value is None else header_text(value)
+        return default if value is None else _text(value)
 
     @property
     def dedup_key(self) -> str:
@@ -79,7 +82,13 @@ class ParsedMail:
 
 
 def message_ids(value: str) -> list[str]:
-    return MSGID.findall(value or "")
+    """Every <id> in a header; clipped to the 998 characters a line (and our column) holds."""
+    return [found[:998] for found in MSGID.findall(value or "")]
+
+
+def _text(value: object) -> str:
+    """Header text without NUL: PostgreSQL refuses it in text, and no header means one."""
+    return header_text(value).replace("\x00", "")
 
 
 def looks_like_message(raw: bytes) -> bool:
@@ -93,6 +102,7 @@ def parse(raw: bytes, limits: LimitSettings) -> ParsedMail:
     parsed = mailparser.parse_from_bytes(raw)
     message = parsed.message
     notes: list[str] = []
+    notes.extend(header_notes(raw))
     parts = Parts(limits, notes)
     parts.walk(message, depth=0)
     text = "\n".join(parts.texts).strip()
@@ -105,19 +115,19 @@ def parse(raw: bytes, limits: LimitSettings) -> ParsedMail:
                      "the raw message is complete")
     reply = _reply_text(text, raw_html, bool(parts.texts))
     name, address = _sender(message)
-    ids = message_ids(header_text(message.get("Message-ID")))
-    in_reply_to = message_ids(header_text(message.get("In-Reply-To")))
+    ids = message_ids(_text(message.get("Message-ID")))
+    in_reply_to = message_ids(_text(message.get("In-Reply-To")))
     return ParsedMail(
         message=message,
         message_id=ids[0] if ids else None,
-        subject=" ".join(header_text(message.get("Subject")).split()),
+        subject=" ".join(_text(message.get("Subject")).split()),
         from_address=address,
         from_name=name,
         to=_addresses(message, "To"),
         cc=_addresses(message, "Cc"),
         sent_at=_date(message.get("Date")),
         in_reply_to=in_reply_to[0] if in_reply_to else None,
-        references=message_ids(header_text(message.get("References"))),
+        references=message_ids(_text(message.get("References"))),
         text=text,
         html=sanitize_html(raw_html) if raw_html else None,
         reply_text=reply,
@@ -133,19 +143,36 @@ def _reply_text(text: str, raw_html: str | None, has_plain: bool) -> str:
     return reply_text(text)
 
 
+def header_notes(raw: bytes) -> list[str]:
+    """Raw 8-bit header bytes that are not UTF-8 (RFC 6532 allows UTF-8) were read as Latin-1:
+    say so, since a name or subject may then look wrong."""
+    head = raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
+    if head.isascii():
+        return []
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return ["raw 8-bit bytes in the header that are not UTF-8 were read as Latin-1"]
+    return []
+
+
 def _sender(message: EmailMessage) -> tuple[str, str]:
     for header in ("From", "Sender", "Return-Path"):
-        pairs = email.utils.getaddresses([header_text(message.get(header))])
+        pairs = email.utils.getaddresses([_text(message.get(header))])
         for name, address in pairs:
-            if "@" in address:
+            if _is_address(address):
                 return name.strip(), address.strip().lower()
     return "", ""
 
 
 def _addresses(message: EmailMessage, header: str) -> list[tuple[str, str]]:
-    values = [header_text(v) for v in message.get_all(header, [])]
+    values = [_text(v) for v in message.get_all(header, [])]
     return [(n.strip(), a.strip().lower()) for n, a in email.utils.getaddresses(values)
-            if "@" in a]
+            if _is_address(a)]
+
+
+def _is_address(address: str) -> bool:
+    return "@" in address and len(address.strip()) <= MAX_ADDRESS
 
 
 def _date(value: object) -> datetime | None:
@@ -173,6 +200,9 @@ class Parts:
                               "not unpacked; the raw message is complete")
             return
         content_type = part.get_content_type()
+        if content_type == "message/rfc822":  # a forward: kept whole, as an .eml to open
+            self._attachment(part, content_type, self._filename(part), inline=False)
+            return
         if part.is_multipart():
             for child in part.get_payload() or []:
                 if isinstance(child, EmailMessage):
@@ -180,7 +210,7 @@ class Parts:
             return
         disposition = (part.get_content_disposition() or "").lower()
         filename = self._filename(part)
-        if content_type == "message/rfc822" or disposition == "attachment" or filename:
+        if disposition == "attachment" or filename:
             self._attachment(part, content_type, filename, inline=disposition == "inline")
         elif content_type == "text/plain":
             self.texts.append(decode_text(part, self.notes))
@@ -197,23 +227,26 @@ class Parts:
             name = part.get_filename()  # RFC 2231 and RFC 2047 names
         except (LookupError, ValueError, UnicodeError):
             name = None
-        return header_text(name) if name else ""
+        return _text(name) if name else ""
 
     def _attachment(self, part: EmailMessage, content_type: str, filename: str, *,
                     inline: bool) -> None:
         if len(self.attachments) >= self.limits.max_attachments:
-            self.notes.append(f"more than {self.limits.max_attachments} attachments: the rest are "
-                              "in the raw message only")
+            note = (f"more than {self.limits.max_attachments} attachments: the rest are in the "
+                    "raw message only")
+            if note not in self.notes:
+                self.notes.append(note)
             return
         data = _payload(part)
         if len(data) > self.limits.max_attachment_size:
             self.notes.append(f"attachment {filename or content_type} ({len(data)} bytes) is over "
                               "the size limit: kept in the raw message only")
             return
-        content_id = header_text(part.get("Content-ID")).strip() or None
+        content_id = _text(part.get("Content-ID")).strip()[:998] or None
         self.attachments.append(ParsedAttachment(
             filename=safe_filename(filename, content_type, part, len(self.attachments) + 1),
-            content_type=content_type, data=data, content_id=content_id,
+            content_type=content_type.replace("\x00", "")[:255], data=data,
+            content_id=content_id,
             inline=inline and content_id is not None))
 
 
@@ -232,10 +265,14 @@ def _payload(part: EmailMessage) -> bytes:
 
 
 def decode_text(part: EmailMessage, notes: list[str]) -> str:
-    """A text part as str: the declared charset, else UTF-8, else Windows-1252; never raising."""
+    """A text part as str: the declared charset, else UTF-8, else Windows-1252; never raising.
+    Line ends are LF whatever the path (SMTP and IMAP say CRLF, a Maildir LF), so the text
+    and the content hash of a mail without Message-ID are the same on every path."""
     data = _payload(part)
     declared = (part.get_content_charset() or "").strip().lower()
     candidates = [c for c in (declared, *FALLBACK_CHARSETS) if c and _known(c)]
+    if declared in LATIN_LABELS and _utf8_in_disguise(data):
+        candidates.insert(0, "utf-8")
     for charset in candidates:
         try:
             text = data.decode(charset)
@@ -243,9 +280,25 @@ def decode_text(part: EmailMessage, notes: list[str]) -> str:
             continue
         if declared and charset != declared:
             notes.append(f"text declared as {declared} was not; decoded as {charset}")
-        return text.replace("\x00", "")
+        return _clean_text(text)
     notes.append("undecodable bytes replaced in a text part")
-    return data.decode("utf-8", "replace").replace("\x00", "")
+    return _clean_text(data.decode("utf-8", "replace"))
+
+
+def _clean_text(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\x00", "")
+
+
+def _utf8_in_disguise(data: bytes) -> bool:
+    """Mail labelled Latin-1 whose bytes are valid UTF-8 with non-ASCII in them is UTF-8:
+    real Latin-1 text almost never forms valid multi-byte UTF-8 sequences ("Ã¼")."""
+    if data.isascii():
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _known(charset: str) -> bool:
@@ -262,7 +315,7 @@ def safe_filename(name: str, content_type: str, part: EmailMessage, number: int)
     if not name:
         if content_type == "message/rfc822":
             inner = part.get_payload()
-            subject = header_text(inner[0].get("Subject")) if inner else ""
+            subject = _text(inner[0].get("Subject")) if inner else ""
             name = (re.sub(r"[^\w .-]", "_", subject)[:80].strip() or "forwarded") + ".eml"
         elif content_type == "text/calendar":
             name = "invite.ics"

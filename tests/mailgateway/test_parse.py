@@ -1,0 +1,177 @@
+"""parse(): raw bytes to a ParsedMail, never a crash for anything that is a mail."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailgateway.config import LimitSettings
+from mailgateway.parse import NotAMessage, looks_like_message, message_ids, parse, safe_filename
+from tests.mailgateway.ingest_support import FIRST_MAIL, eml, set_header
+
+LIMITS = LimitSettings()
+
+
+def test_a_thunderbird_mail() -> None:
+    mail = parse(eml("thunderbird-new-ticket"), LIMITS)
+    assert (mail.message_id, mail.from_address, mail.from_name) == (
+        FIRST_MAIL, "anna.berg@northwind.example", "Anna Berg")
+    assert mail.to == [("", "support@example.com")]
+    assert mail.cc == [("Jonas Weber", "jonas.weber@northwind.example")]
+    assert mail.subject == "Invoice 2024-0117 charged twice"
+    assert mail.sent_at.isoformat() == "2024-06-03T07:41:55"  # naive UTC
+    assert (mail.in_reply_to, mail.references, mail.html, mail.notes) == (None, [], None, [])
+    assert mail.text.startswith("Hello,\n\nour credit card was charged twice")
+    assert mail.dedup_key == FIRST_MAIL
+
+
+def test_references_keep_their_order_and_in_reply_to_its_first_id() -> None:
+    mail = parse(eml("outlook-reply-de"), LIMITS)
+    assert mail.references == [FIRST_MAIL, "<ack.1.1717405321@example.com>",
+                               "<reply.1.1717409012.4f2a@example.com>"]
+    assert mail.in_reply_to == "<reply.1.1717409012.4f2a@example.com>"
+    assert mail.header("Thread-Index") == "AQHatYq1c2hMk0d5Tke3bJcJ3QzE0LG3m5WwgAL4aBA="
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"From: a@b.example\n\nhi", True),
+    (b"\r\n\r\nReceived: from x\r\n\r\nhi", True),
+    (b"From a@b.example Mon Jun  3 10:00:00 2024\nSubject: mbox\n\nhi", True),
+    (b"", False), (b"   \n\n", False),
+    (b"%PDF-1.4\n1 0 obj", False), (b"\x89PNG\r\n\x1a\n", False),
+    (b"Hello there, this is just text\n", False),
+])
+def test_what_looks_like_a_message(data: bytes, expected: bool) -> None:
+    assert looks_like_message(data) is expected
+
+
+def test_garbage_is_not_a_message() -> None:
+    with pytest.raises(NotAMessage):
+        parse(b"\x00\x01\x02 binary junk", LIMITS)
+
+
+def test_message_ids_are_clipped_to_what_a_line_holds() -> None:
+    long_id = "<" + "x" * 1500 + "@example.com>"
+    assert message_ids(f"{long_id} <b@c>") == [long_id[:998], "<b@c>"]
+    assert message_ids("garbage without brackets") == []
+
+
+def test_the_content_hash_ignores_line_ends_and_path_headers() -> None:
+    """Regression: text kept CRLF from SMTP and LF from a Maildir, so the same mail without
+    a Message-ID got two different keys."""
+    data = eml("scanner-no-message-id")
+    lf = parse(data, LIMITS)
+    crlf = parse(b"Received: from relay by mx; Wed, 5 Jun 2024 16:20:09 +0200\r\n"
+                 + data.replace(b"\n", b"\r\n"), LIMITS)
+    assert lf.message_id is None and lf.dedup_key.startswith("sha256:")
+    assert crlf.dedup_key == lf.dedup_key and "\r" not in crlf.text
+    assert parse(data.replace(b"Pages: 1", b"Pages: 2"), LIMITS).dedup_key != lf.dedup_key
+
+
+def test_a_forwarded_message_is_one_eml_attachment() -> None:
+    mail = parse(eml("thunderbird-forward-attached"), LIMITS)
+    assert "delivery note is attached" not in mail.text
+    [forwarded] = mail.attachments
+    assert (forwarded.filename, forwarded.content_type) == (
+        "Delivery note 88123.eml", "message/rfc822")
+    assert b"Subject: Delivery note 88123" in forwarded.data
+
+
+def test_a_forward_without_a_name_is_named_after_its_subject() -> None:
+    data = eml("thunderbird-forward-attached").replace(
+        b'Content-Type: message/rfc822; name="Delivery note 88123.eml"\n'
+        b'Content-Disposition: attachment; filename="Delivery note 88123.eml"\n',
+        b"Content-Type: message/rfc822\n")
+    [forwarded] = parse(data, LIMITS).attachments
+    assert forwarded.filename == "Delivery note 88123.eml"
+
+
+def test_a_delivery_report_keeps_the_returned_headers_as_text() -> None:
+    mail = parse(eml("postfix-dsn-agent-reply"), LIMITS)
+    assert "could not\nbe delivered" in mail.text
+    assert "Message-ID: <reply.7.1717603265.9b1c@example.com>" in mail.text
+
+
+def test_nul_in_headers_is_dropped() -> None:
+    """Regression: PostgreSQL refuses NUL in text, so a NUL in a subject failed the batch."""
+    data = set_header(eml("thunderbird-new-ticket"), "Subject", "=?utf-8?q?Invoice=00_twice?=")
+    data = set_header(data, "From", "=?utf-8?q?Anna=00_Berg?= <anna.berg@northwind.example>")
+    mail = parse(data, LIMITS)
+    assert (mail.subject, mail.from_name) == ("Invoice twice", "Anna Berg")
+
+
+def test_an_address_too_long_to_be_one_is_not_used() -> None:
+    data = set_header(eml("thunderbird-new-ticket"), "From", "a" * 300 + "@northwind.example")
+    data = set_header(data, "Cc", "b" * 300 + "@northwind.example, jonas@northwind.example")
+    mail = parse(data, LIMITS)
+    assert mail.from_address == "anna.berg@northwind.example"  # Return-Path
+    assert mail.cc == [("", "jonas@northwind.example")]
+
+
+@pytest.mark.parametrize(("charset", "body", "text", "note"), [
+    ("iso-8859-1", "Grüße".encode(), "Grüße",
+     "text declared as iso-8859-1 was not; decoded as utf-8"),
+    ("iso-8859-1", "Grüße".encode("latin-1"), "Grüße", None),
+    ("windows-1252", "“quoted” €".encode("cp1252"), "“quoted” €", None),
+    ("utf-8", "“quoted” €".encode("cp1252"), "“quoted” €",
+     "text declared as utf-8 was not; decoded as windows-1252"),
+    ("us-ascii", "naïve".encode(), "naïve", "text declared as us-ascii was not; decoded as utf-8"),
+    ("x-no-such-charset", "Grüße".encode(), "Grüße",
+     "text declared as x-no-such-charset was not; decoded as utf-8"),
+    ("koi8-r", "Привет".encode("koi8-r"), "Привет", None),
+])
+def test_text_in_any_charset(charset: str, body: bytes, text: str, note: str | None) -> None:
+    data = (f"From: a@b.example\nSubject: x\nMIME-Version: 1.0\n"
+            f"Content-Type: text/plain; charset={charset}\nContent-Transfer-Encoding: 8bit\n\n"
+            ).encode() + body + b"\n"
+    mail = parse(data, LIMITS)
+    assert mail.text == text
+    assert mail.notes == ([note] if note else [])
+
+
+def test_raw_utf8_headers_are_legal_and_need_no_note() -> None:
+    """RFC 6532 allows UTF-8 in headers; only bytes that are not UTF-8 get a note."""
+    mail = parse("From: Jürgen <j@b.example>\nSubject: Grüße\n\nhi\n".encode(), LIMITS)
+    assert (mail.from_name, mail.subject, mail.notes) == ("Jürgen", "Grüße", [])
+    latin = parse("From: Jürgen <j@b.example>\nSubject: Grüße\n\nhi\n".encode("latin-1"), LIMITS)
+    assert (latin.from_name, latin.subject) == ("Jürgen", "Grüße")
+    assert latin.notes == ["raw 8-bit bytes in the header that are not UTF-8 were read as Latin-1"]
+
+
+def test_the_attachment_limit_is_noted_once() -> None:
+    parts = "".join(f"--m\nContent-Type: application/octet-stream\nContent-Disposition: "
+                    f"attachment; filename=f{n}.bin\n\nx{n}\n" for n in range(6))
+    data = (f"From: a@b.example\nSubject: many\nMIME-Version: 1.0\n"
+            f"Content-Type: multipart/mixed; boundary=m\n\n{parts}--m--\n").encode()
+    mail = parse(data, LimitSettings(max_attachments=2))
+    assert [a.filename for a in mail.attachments] == ["f0.bin", "f1.bin"]
+    assert mail.notes == ["more than 2 attachments: the rest are in the raw message only"]
+
+
+def test_a_very_long_text_is_truncated_for_display_with_a_note() -> None:
+    data = b"From: a@b.example\nSubject: log\n\n" + b"line of a log file\n" * 1000
+    mail = parse(data, LimitSettings(max_text_chars=100))
+    assert len(mail.text) == 100
+    assert mail.notes == ["text truncated to 100 characters for display; the raw message is "
+                          "complete"]
+
+
+def test_a_long_content_type_and_content_id_fit_their_columns() -> None:
+    data = (b"From: a@b.example\nSubject: x\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=m\n\n--m\n"
+            b"Content-Type: application/" + b"x" * 300 + b"\nContent-ID: <" + b"c" * 1100
+            + b"@b>\n\ndata\n--m--\n")
+    [part] = parse(data, LIMITS).attachments
+    assert len(part.content_type) == 255 and len(part.content_id) == 998
+
+
+@pytest.mark.parametrize(("name", "content_type", "expected"), [
+    ("../../etc/passwd", "text/plain", "_.._etc_passwd"),
+    ("C:\\Users\\anna\\report.xlsx", "application/octet-stream", "C:_Users_anna_report.xlsx"),
+    ("evil\x00name.pdf", "application/pdf", "evil_name.pdf"),
+    ("", "image/png", "part-3.png"),
+    ("", "text/calendar", "invite.ics"),
+    ("...", "application/zip", "part-3.bin"),
+    ("a" * 300 + ".pdf", "application/pdf", "a" * 255),
+])
+def test_safe_filenames(name: str, content_type: str, expected: str) -> None:
+    assert safe_filename(name, content_type, None, 3) == expected  # type: ignore[arg-type]
