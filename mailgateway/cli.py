@@ -65,7 +65,14 @@ def cli(ctx: click.Context, config_path: Path, log_level: str) -> None:
 
 def main() -> None:
     """Console script: domain and configuration errors become one line on stderr, no traceback."""
-    from mailgateway import cli_agents, cli_imap, cli_ingest, cli_setup, cli_tickets  # noqa: F401
+    from mailgateway import (  # noqa: F401  (register commands)
+        cli_agents,
+        cli_imap,
+        cli_ingest,
+        cli_outbox,
+        cli_setup,
+        cli_tickets,
+    )
 
     try:
         code = cli.main(standalone_mode=False)

@@ -22,13 +22,14 @@ class Service:
     stop: Callable[[], None]
 
 
-def web_service(runtime: Runtime) -> Service:
+def web_service(runtime: Runtime, wake_sender: Callable[[], None]) -> Service:
     from waitress.server import create_server
 
     from webui import create_app
 
     web = runtime.settings.web
-    app = create_app(runtime.settings, runtime.sessions, store=runtime.store)
+    app = create_app(runtime.settings, runtime.sessions, store=runtime.store,
+                     wake_sender=wake_sender)
     server = create_server(app, host=web.host, port=web.port, threads=web.threads,
                            ident="mailgateway")
     thread = threading.Thread(target=server.run, name="web", daemon=True)
@@ -48,7 +49,11 @@ def smtp_service(runtime: Runtime) -> Service:
 
 
 def build_services(runtime: Runtime) -> list[Service]:
-    services = []
+    from mailgateway.jobs import sender_service
+    from mailgateway.sender import Sender
+
+    sender = Sender(runtime)  # first to start, last to stop: it sends what the others queue
+    services = [sender_service(runtime, sender)]
     if runtime.settings.smtp.enabled:
         services.append(smtp_service(runtime))
     if any(account.enabled for account in runtime.settings.imap):
@@ -56,7 +61,7 @@ def build_services(runtime: Runtime) -> list[Service]:
 
         services.append(imap_service(runtime))
     if runtime.settings.web.enabled:
-        services.append(web_service(runtime))
+        services.append(web_service(runtime, wake_sender=sender.wake))
     return services
 
 
