@@ -29,8 +29,10 @@ from mailgateway.classify import Verdict, classify, delivery_report
 from mailgateway.config import Settings
 from mailgateway.conversation import Envelope, Placement, place
 from mailgateway.errors import TemporaryFailure
+from mailgateway.outbound_steps import BouncedMail, bounced_outbox, queue_followups
 from mailgateway.parse import NotAMessage, ParsedMail, parse
 from mailgateway.runtime import Runtime
+from models.bounces import record_bounce
 from models.inbound import RawReceipt, get_raw, record_raw, settle
 from models.queues import queue_named
 from models.schema import Direction, Message, RawMail, RawState, Ticket
@@ -93,10 +95,11 @@ class Stored:
     created: bool
     mail: ParsedMail
     verdict: Verdict
+    source: Source
 
 
 FollowUp = Callable[[Session, Stored, Settings], None]
-FOLLOW_UPS: list[FollowUp] = []
+FOLLOW_UPS: list[FollowUp] = [queue_followups]
 
 
 def receive(runtime: Runtime, data: bytes, source: Source) -> IngestResult:
@@ -290,6 +293,9 @@ def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: 
     extra = []
     if verdict.auto == "bounce":
         report = delivery_report(mail.message)
+        ours = bounced_outbox(session, settings, mail, item.source.recipients, report)
+        if ours is not None:
+            return _store_bounce(session, settings, raw, item, ours)
         if report and report.original_message_id:
             extra.append(report.original_message_id)
     placement = place(session, Envelope(mail, item.source.recipients, tuple(extra)), settings)
@@ -302,10 +308,21 @@ def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: 
     else:
         ticket = get_ticket(session, placement.ticket_id)
         message = add_customer_message(session, ticket, draft, cc=[] if verdict.auto else cc)
-    stored = Stored(ticket, message, placement.ticket_id is None, mail, verdict)
+    stored = Stored(ticket, message, placement.ticket_id is None, mail, verdict, item.source)
     for follow_up in FOLLOW_UPS:
         follow_up(session, stored, settings)
     return placement, ticket, stored.created
+
+
+def _store_bounce(session: Session, settings: Settings, raw: RawMail, item: Work,
+                  ours: BouncedMail) -> tuple[Placement, Ticket, bool]:
+    """A report about one of our mails goes on that mail's ticket as its delivery failure
+    (a hard bounce also fails the outbox row and pauses automatic mail to the address)."""
+    placement = Placement(ours.row.ticket_id, "bounce", ours.ref)
+    draft = _draft(item.mail, item.verdict, placement, raw.id, item.attachments)
+    message = record_bounce(session, ours.row, draft, ours.report,
+                            suppress_days=settings.acknowledgement.bounce_suppress_days)
+    return placement, message.ticket, False
 
 
 def _duplicate(raw: RawMail, mail: ParsedMail, ticket_id: int | None) -> IngestResult:
