@@ -22,7 +22,7 @@ from typing import Literal
 
 from mailparser.exceptions import MailParserError
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailgateway.classify import Verdict, classify, delivery_report
@@ -33,9 +33,10 @@ from mailgateway.outbound_steps import BouncedMail, bounced_outbox, queue_follow
 from mailgateway.parse import NotAMessage, ParsedMail, parse
 from mailgateway.runtime import Runtime
 from models.bounces import record_bounce
+from models.errors import NotFound
 from models.inbound import RawReceipt, get_raw, record_raw, settle
 from models.queues import queue_named
-from models.schema import Direction, Message, RawMail, RawState, Ticket
+from models.schema import Direction, Message, Queue, RawMail, RawState, Ticket
 from models.tickets import (
     AttachmentDraft,
     MessageDraft,
@@ -47,6 +48,9 @@ from models.tickets import (
 log = logging.getLogger(__name__)
 
 Action = Literal["created", "appended", "duplicate", "ignored", "quarantined"]
+# The database itself is in trouble (down, locked, deadlocked): every message waits and
+# retries. Any other database error inside one message's savepoint is that message's.
+DATABASE_TROUBLE = (OperationalError, InterfaceError)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Work:
     verdict: Verdict | None = None
     attachments: list[AttachmentDraft] = field(default_factory=list)
     result: IngestResult | None = None
+    same_as: Work | None = None  # the same bytes earlier in this batch
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,17 @@ def receive_batch(runtime: Runtime, items: Sequence[tuple[bytes, Source]]) -> li
     _sync_attachments(runtime, work)
     with _temporary_on_database_errors():
         commit_messages(runtime, work)
-    return [item.result for item in work]
+    return [_repeat_answer(item) if item.same_as else item.result for item in work]
+
+
+def _repeat_answer(item: Work) -> IngestResult:
+    """The same bytes twice in one batch: the copy is answered with what became of the first,
+    known only after the commit (before it, the shared receipt names no ticket)."""
+    first = item.same_as.result
+    if first.action not in ("created", "appended"):
+        return first
+    return IngestResult("duplicate", first.ticket, first.message_id,
+                        "the same bytes came twice in one batch", first.raw_id)
 
 
 def _sync_attachments(runtime: Runtime, work: Sequence[Work]) -> None:
@@ -155,12 +170,13 @@ def store_raw(runtime: Runtime, items: Sequence[tuple[bytes, Source]]) -> list[W
                 for (data, source), digest in zip(items, digests, strict=True)]
     with runtime.sessions.begin() as session:
         rows = record_raw(session, receipts)
-    work, seen = [], set()
+    work, first = [], {}
     for (data, source), receipt in zip(items, receipts, strict=True):
-        item = Work(raw=rows[receipt.sha256], data=data, source=source)
-        if receipt.sha256 in seen or item.raw.state != RawState.RECEIVED:
+        item = Work(raw=rows[receipt.sha256], data=data, source=source,
+                    same_as=first.get(receipt.sha256))
+        if item.same_as or item.raw.state != RawState.RECEIVED:
             item.result = _earlier_answer(item.raw)
-        seen.add(receipt.sha256)
+        first.setdefault(receipt.sha256, item)
         work.append(item)
     return work
 
@@ -216,11 +232,9 @@ def commit_messages(runtime: Runtime, work: Sequence[Work]) -> None:
     try:
         with runtime.sessions.begin() as session:
             _store_all(session, runtime.settings, work, careful=False)
-    except DBAPIError as error:
-        if not isinstance(error, IntegrityError):
-            raise  # the database itself is in trouble: TemporaryFailure for all
-        redo = True
-    except Exception:  # noqa: BLE001 -- one bad message: find it carefully below
+    except DATABASE_TROUBLE:
+        raise  # TemporaryFailure for all
+    except Exception:  # noqa: BLE001 -- a duplicate or one bad message: find it carefully
         log.warning("batch of %d failed on the fast path; redoing one by one", len(work))
         redo = True
     else:
@@ -266,17 +280,17 @@ def _store_one(session: Session, settings: Settings, raw: RawMail, item: Work, *
         try:
             with session.begin_nested():
                 placement, ticket, created = _thread_and_store(session, settings, raw, item)
-        except IntegrityError:
+        except IntegrityError as error:
             ticket_id = session.scalar(
                 select(Message.ticket_id).where(Message.dedup_key == mail.dedup_key))
-            return _duplicate(raw, mail, ticket_id)
-        except DBAPIError:
+            if ticket_id is not None:
+                return _duplicate(raw, mail, ticket_id)
+            return _quarantine(raw, mail, error)  # another constraint: not a duplicate
+        except DATABASE_TROUBLE:
             raise  # not this message's fault
         except Exception as error:  # noqa: BLE001 -- edge: quarantine with the reason
             log.exception("cannot store message %s (raw %s)", mail.message_id, raw.id)
-            settle(raw, RawState.QUARANTINED, f"store failed: {error!r}", **facts)
-            return IngestResult("quarantined", None, mail.message_id,
-                                f"store failed: {error!r}", raw.id)
+            return _quarantine(raw, mail, error)
     settle(raw, RawState.STORED, placement.rule, ticket_id=ticket.id, **facts)
     log.info("message %s %s ticket %s (%s)", mail.message_id, "opened" if created else
              "appended to", ticket.id, placement.rule)
@@ -300,9 +314,9 @@ def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: 
             extra.append(report.original_message_id)
     placement = place(session, Envelope(mail, item.source.recipients, tuple(extra)), settings)
     draft = _draft(mail, verdict, placement, raw.id, item.attachments)
-    cc = [(n, a) for n, a in mail.cc if a not in settings.our_addresses]
+    cc = [(a, n) for n, a in mail.cc if a not in settings.our_addresses]  # (address, name)
     if placement.ticket_id is None:
-        queue = queue_named(session, route(mail, item.source, settings))
+        queue = _queue(session, route(mail, item.source, settings))
         ticket, message = open_ticket(session, draft, queue=queue,
                                       priority=settings.tickets.default_priority, cc=cc)
     else:
@@ -312,6 +326,21 @@ def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: 
     for follow_up in FOLLOW_UPS:
         follow_up(session, stored, settings)
     return placement, ticket, stored.created
+
+
+def _queue(session: Session, name: str) -> Queue:
+    """A queue added to config.toml reaches the database with `mailgateway init` (or `run`)."""
+    queue = queue_named(session, name)
+    if queue is None:
+        raise NotFound(f"queue {name!r} is not in the database yet: run `mailgateway init`")
+    return queue
+
+
+def _quarantine(raw: RawMail, mail: ParsedMail, error: Exception) -> IngestResult:
+    reason = f"store failed: {error!r}"
+    settle(raw, RawState.QUARANTINED, reason, message_id=mail.message_id, subject=mail.subject,
+           sender=mail.from_address)
+    return IngestResult("quarantined", None, mail.message_id, reason, raw.id)
 
 
 def _store_bounce(session: Session, settings: Settings, raw: RawMail, item: Work,
@@ -353,7 +382,7 @@ def _draft(mail: ParsedMail, verdict: Verdict, placement: Placement, raw_id: int
         in_reply_to=mail.in_reply_to, references=" ".join(mail.references) or None,
         auto=verdict.auto, auto_reason=verdict.reason, threaded_by=placement.rule,
         threaded_ref=placement.ref, notes=mail.notes,
-        thread_index=mail.header("Thread-Index") or None,
+        thread_index=mail.header("Thread-Index")[:2000] or None,
         thread_topic=mail.header("Thread-Topic") or None, raw_id=raw_id,
         attachments=attachments)
 
@@ -367,5 +396,6 @@ class _temporary_on_database_errors:  # noqa: N801
     def __exit__(self, kind: type | None, error: BaseException | None, _tb: object) -> bool:
         if isinstance(error, OperationalError | DBAPIError) and not isinstance(
                 error, IntegrityError):
-            raise TemporaryFailure(f"database unavailable: {error.orig or error}") from error
+            reason = " ".join(str(error.orig or error).split())  # one line for logs and stderr
+            raise TemporaryFailure(f"database unavailable: {reason}") from error
         return False

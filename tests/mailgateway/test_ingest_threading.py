@@ -1,0 +1,209 @@
+"""Threading through receive(), on SQLite and PostgreSQL: every message lands on the ticket a
+person would expect, and `ticket show --json` says by which rule and reference."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mailgateway.conversation import FREEMAIL
+from mailgateway.reply_token import reply_address
+from mailgateway.runtime import Runtime
+from models.changes import merge
+from models.schema import Agent, Message
+from models.tickets import get_ticket
+from tests.mailgateway.ingest_support import (
+    ACKNOWLEDGEMENT,
+    AGENT_REPLY,
+    FIRST_MAIL,
+    agent,
+    answer,
+    deliver,
+    eml,
+    inbound,
+    runtime_with_two_queues,
+    set_header,
+    show,
+    threaded,
+)
+
+REPLY_ALL = ("<DB9PR04MB8412A3F4C1D2E5B6C7D8E9F0A1B2C3D4E5F6"
+             "@DB9PR04MB8412.eurprd04.prod.outlook.com>")
+
+
+def open_first_ticket(runtime: Runtime) -> int:
+    """Anna's first mail opens ticket 1 (the corpus refers to it as [ACME #1])."""
+    result = deliver(runtime, "thunderbird-new-ticket")
+    assert (result.action, result.ticket, result.reason) == ("created", 1, "new")
+    return result.ticket
+
+
+def placed_on(runtime: Runtime, ticket_id: int, mail: str | bytes, **envelope: tuple[str, ...]
+              ) -> tuple[str, str | None]:
+    """Deliver a mail that must join ticket_id; the rule and reference `ticket show` names."""
+    result = deliver(runtime, mail, **envelope)
+    assert (result.action, result.ticket) == ("appended", ticket_id), result.reason
+    return threaded(show(runtime, ticket_id))[-1]
+
+
+def test_a_reply_threads_by_in_reply_to(runtime: Runtime) -> None:
+    ticket_id = open_first_ticket(runtime)
+    result = deliver(runtime, "outlook-reply-all-before-original")
+    assert (result.action, result.ticket) == ("appended", ticket_id)
+    assert result.reason == f"in-reply-to: {FIRST_MAIL}"
+    shown = show(runtime, ticket_id)
+    assert threaded(shown) == [("new", None), ("in-reply-to", FIRST_MAIL)]
+    assert inbound(shown)[1]["message_id"] == REPLY_ALL
+
+
+def test_a_reply_that_arrives_before_its_parent_ends_on_one_ticket(runtime: Runtime) -> None:
+    """Anna's mail was greylisted; Jonas's reply-all to it came first and opened a ticket."""
+    reply = deliver(runtime, "outlook-reply-all-before-original")
+    assert reply.action == "created"
+    parent = deliver(runtime, "thunderbird-new-ticket")
+    assert (parent.action, parent.ticket) == ("appended", reply.ticket)
+    shown = show(runtime, reply.ticket)
+    assert [m["message_id"] for m in inbound(shown)] == [REPLY_ALL, FIRST_MAIL]
+    assert threaded(shown) == [("new", None), ("referenced-by", FIRST_MAIL)]
+    assert len(show_all_tickets(runtime)) == 1
+
+
+def test_a_reply_to_our_acknowledgement_threads(runtime: Runtime) -> None:
+    ticket_id = open_first_ticket(runtime)
+    answer(runtime, ticket_id, ACKNOWLEDGEMENT, system=True)
+    assert placed_on(runtime, ticket_id, "thunderbird-reply-to-acknowledgement") == (
+        "in-reply-to", ACKNOWLEDGEMENT)
+    assert ACKNOWLEDGEMENT in [m["message_id"] for m in show(runtime, ticket_id)["messages"]
+                               if m["direction"] == "outbound"]
+
+
+def test_a_reply_to_an_agents_answer_threads_and_keeps_outlooks_thread_index(
+        runtime: Runtime) -> None:
+    ticket_id = open_first_ticket(runtime)
+    answer(runtime, ticket_id, AGENT_REPLY)
+    assert placed_on(runtime, ticket_id, "outlook-reply-de") == ("in-reply-to", AGENT_REPLY)
+    with runtime.sessions() as session:
+        stored = session.scalar(select(Message).where(Message.thread_index.is_not(None)))
+        assert stored.thread_index == "AQHatYq1c2hMk0d5Tke3bJcJ3QzE0LG3m5WwgAL4aBA="
+        assert stored.thread_topic == "[ACME #1] Invoice 2024-0117 charged twice"
+
+
+def test_a_phone_reply_with_trimmed_references_threads_by_the_newest_known(
+        runtime: Runtime) -> None:
+    """iPhone Mail kept only the first and the last reference and sent no In-Reply-To;
+    both are ours, and the newest one is the one that counts."""
+    ticket_id = open_first_ticket(runtime)
+    answer(runtime, ticket_id, ACKNOWLEDGEMENT, system=True)
+    answer(runtime, ticket_id, AGENT_REPLY)
+    data = eml("iphone-reply-trimmed-references")
+    assert b"In-Reply-To" not in data
+    assert placed_on(runtime, ticket_id, data) == ("references", AGENT_REPLY)
+
+
+def test_a_signed_reply_token_threads_without_headers_or_tag(runtime: Runtime) -> None:
+    ticket_id = open_first_ticket(runtime)
+    token = reply_address("support@example.com", ticket_id, runtime.settings.secret_key)
+    data = eml("reply-token-only")
+    assert token.encode() in data and b"In-Reply-To" not in data and b"[ACME" not in data
+    assert placed_on(runtime, ticket_id, data) == ("reply-token", token)
+
+
+def test_the_token_in_the_envelope_alone_is_enough(runtime: Runtime) -> None:
+    """A Bcc or a forwarding rule: the token is only in RCPT TO, not in the headers."""
+    ticket_id = open_first_ticket(runtime)
+    token = reply_address("support@example.com", ticket_id, runtime.settings.secret_key)
+    data = set_header(eml("reply-token-only"), "To", "Support <support@example.com>")
+    assert placed_on(runtime, ticket_id, data, recipients=(token,)) == ("reply-token", token)
+
+
+def test_a_forged_reply_token_opens_a_new_ticket(runtime: Runtime) -> None:
+    ticket_id = open_first_ticket(runtime)
+    token = reply_address("support@example.com", ticket_id, runtime.settings.secret_key)
+    forged = token.replace(token.split("-")[1].split("@")[0], "aaaaaaaaaa")
+    assert forged != token
+    result = deliver(runtime, eml("reply-token-only").replace(token.encode(), forged.encode()))
+    assert result.action == "created" and result.ticket != ticket_id
+    assert threaded(show(runtime, result.ticket)) == [("new", None)]
+    assert show(runtime, result.ticket)["queue"] == "Support"
+    assert len(inbound(show(runtime, ticket_id))) == 1
+
+
+@pytest.mark.parametrize("prefix", ["AW:", "Re: RE:", "SV:", "Antw:", "=?UTF-8?B?5Zue5aSNOg==?="])
+def test_a_ccd_participant_writes_by_subject_tag_after_any_prefix(
+        runtime: Runtime, prefix: str) -> None:
+    """Jonas was in Cc of the first mail, so he is a participant; his new mail carries only
+    the tag behind whatever his client put in front (the last is 回复:, Chinese for Re:)."""
+    ticket_id = open_first_ticket(runtime)
+    assert {"address": "jonas.weber@northwind.example", "name": "Jonas Weber", "role": "cc"} in (
+        show(runtime, ticket_id)["participants"])
+    data = set_header(eml("outlook-mobile-tag-only"), "Subject",
+                      f"{prefix} [ACME #1] Invoice 2024-0117 charged twice")
+    assert placed_on(runtime, ticket_id, data) == ("subject-tag", "[ACME #1]")
+
+
+def test_a_stranger_with_the_tag_opens_a_new_ticket_that_records_it(runtime: Runtime) -> None:
+    ticket_id = open_first_ticket(runtime)
+    assert "gmail.com" in FREEMAIL
+    result = deliver(runtime, "gmail-stranger-forward")
+    assert result.action == "created" and result.ticket != ticket_id
+    shown = show(runtime, result.ticket)
+    assert threaded(shown) == [("new", "[ACME #1] (sender is not a participant)")]
+    assert shown["requester"] == "mark.stone1987@gmail.com"
+    assert len(inbound(show(runtime, ticket_id))) == 1
+
+
+def test_a_colleague_at_the_requesters_company_forwarding_threads(runtime: Runtime) -> None:
+    ticket_id = open_first_ticket(runtime)
+    assert placed_on(runtime, ticket_id, "outlook-colleague-forward") == (
+        "subject-tag", "[ACME #1]")
+
+
+def test_a_colleague_at_a_freemail_requesters_domain_does_not(runtime: Runtime) -> None:
+    """Two people at gmail.com are not colleagues: the domain rule is for company domains."""
+    carlos = deliver(runtime, "gmail-new-ticket")
+    data = set_header(eml("gmail-stranger-forward"), "Subject",
+                      f"Fwd: [ACME #{carlos.ticket}] CSV export fails with Error 500")
+    result = deliver(runtime, data)
+    assert result.action == "created" and result.ticket != carlos.ticket
+
+
+@pytest.fixture
+def two_queues(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
+    yield from runtime_with_two_queues(tmp_path, database_url)
+
+
+def test_a_new_ticket_goes_to_the_queue_whose_address_received_it(two_queues: Runtime) -> None:
+    billing = deliver(two_queues, "billing-new")
+    assert show(two_queues, billing.ticket)["queue"] == "Billing"
+    support = deliver(two_queues, "thunderbird-new-ticket")
+    assert show(two_queues, support.ticket)["queue"] == "Support"
+    # the envelope knows best: a Bcc to billing@ whose headers name no queue of ours
+    bcc = set_header(eml("gmail-new-ticket"), "To", "Carlos Mendes <carlos.mendes@gmail.com>")
+    routed = deliver(two_queues, bcc, recipients=("billing@example.com",))
+    assert show(two_queues, routed.ticket)["queue"] == "Billing"
+
+
+def test_mail_for_a_merged_ticket_lands_on_the_ticket_it_was_merged_into(
+        runtime: Runtime) -> None:
+    anna = open_first_ticket(runtime)
+    carlos = deliver(runtime, "gmail-new-ticket").ticket
+    assert carlos == 2  # gmail-reply carries the reply token and tag of ticket 2
+    agent_id = agent(runtime)
+    with runtime.sessions.begin() as session:
+        merge(session, get_ticket(session, carlos), get_ticket(session, anna),
+              actor=session.get(Agent, agent_id))
+    # his client dropped In-Reply-To and References; the token in To names ticket 2
+    data = set_header(set_header(eml("gmail-reply"), "In-Reply-To", None), "References", None)
+    rule, ref = placed_on(runtime, anna, data)
+    assert rule == "reply-token" and ref.startswith("support+t2-")
+    assert show(runtime, carlos)["merged_into"] == anna
+
+
+def show_all_tickets(runtime: Runtime) -> list[int]:
+    from models.schema import Ticket
+
+    with runtime.sessions() as session:
+        return list(session.scalars(select(Ticket.id)))
