@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -25,11 +26,13 @@ class Service:
 def web_service(runtime: Runtime, wake_sender: Callable[[], None]) -> Service:
     from waitress.server import create_server
 
+    from mailgateway.ingest import retry_quarantined
     from webui import create_app
 
     web = runtime.settings.web
     app = create_app(runtime.settings, runtime.sessions, store=runtime.store,
-                     wake_sender=wake_sender)
+                     wake_sender=wake_sender,
+                     retry_quarantined=functools.partial(retry_quarantined, runtime))
     server = create_server(app, host=web.host, port=web.port, threads=web.threads,
                            ident="mailgateway")
     thread = threading.Thread(target=server.run, name="web", daemon=True)

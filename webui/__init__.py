@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailgateway.config import Settings
 from webui.extensions import csrf, login_manager
+from webui.pages import register_pages
 
 
 def templates_dir() -> Path:
@@ -22,7 +23,7 @@ def templates_dir() -> Path:
 
 def create_app(settings: Settings, sessions: sessionmaker[Session], **services: object) -> Flask:
     """The web app; `services` carries the gateway's helpers (blob store, outbox wake-up)."""
-    from webui import auth, inbox
+    from webui import admin, auth, composer, content, inbox, tickets
 
     app = Flask(__name__, template_folder=str(templates_dir() / "web"),
                 static_folder=str(Path(__file__).parent / "static"))
@@ -39,8 +40,9 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], **services: 
     app.extensions["mailgateway"] = {"settings": settings, "sessions": sessions, **services}
     csrf.init_app(app)
     login_manager.init_app(app)
-    for blueprint in (auth.bp, inbox.bp):
+    for blueprint in (auth.bp, inbox.bp, tickets.bp, composer.bp, content.bp, admin.bp):
         app.register_blueprint(blueprint)
+    register_pages(app)
 
     @app.teardown_appcontext
     def close_session(_error: BaseException | None) -> None:
