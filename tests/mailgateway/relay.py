@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -94,9 +93,3 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15) -> None:
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
 
-
-def hold_until(event: threading.Event) -> Callable[[], str]:
-    def answer() -> str:
-        event.wait(30)
-        return "451 4.3.0 held"
-    return answer

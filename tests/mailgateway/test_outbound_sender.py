@@ -164,11 +164,9 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "ca.pem", folder / "relay.pem", folder / "relay.key"
 
 
-@pytest.fixture
-def certificates(tmp_path: Path) -> tuple[Path, Path, Path]:
-    folder = tmp_path / "tls"
-    folder.mkdir()
-    return make_certificates(folder)
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    return make_certificates(tmp_path_factory.mktemp("tls"))
 
 
 def _tls_relay_options(cert: Path, key: Path) -> dict:
