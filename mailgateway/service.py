@@ -27,11 +27,12 @@ def web_service(runtime: Runtime, wake_sender: Callable[[], None]) -> Service:
     from waitress.server import create_server
 
     from mailgateway.ingest import retry_quarantined
+    from mailgateway.outbound_steps import followup_policy
     from webui import create_app
 
     web = runtime.settings.web
     app = create_app(runtime.settings, runtime.sessions, store=runtime.store,
-                     wake_sender=wake_sender,
+                     wake_sender=wake_sender, followup_policy=followup_policy(runtime.settings),
                      retry_quarantined=functools.partial(retry_quarantined, runtime))
     server = create_server(app, host=web.host, port=web.port, threads=web.threads,
                            ident="mailgateway")
