@@ -21,7 +21,7 @@ from mailgateway.cli import Context, cli, pass_context
 from mailgateway.config import load_settings
 from mailgateway.errors import TemporaryFailure
 from mailgateway.ingest import IngestResult, Source, receive_batch, retry_quarantined
-from mailgateway.runtime import open_runtime
+from mailgateway.runtime import Runtime, open_runtime
 from models import inbound
 
 BATCH = 200
@@ -32,9 +32,10 @@ def _messages(files: Sequence[Path], mbox: Path | None, maildir: Path | None
     """(name, bytes) of every message asked for; stdin when nothing else is."""
     for path in files:
         yield str(path), path.read_bytes()
-    if mbox:
-        for key, message in mailbox.mbox(mbox, create=False).items():
-            yield f"{mbox}:{key}", message.as_bytes()
+    if mbox:  # get_bytes: the bytes as they are; as_bytes() would refold the headers
+        box = mailbox.mbox(mbox, create=False)
+        for key in box.iterkeys():  # iterating a mailbox yields messages, not keys
+            yield f"{mbox}:{key}", box.get_bytes(key)
     if maildir:
         box = mailbox.Maildir(maildir, factory=None, create=False)
         for key in sorted(box.keys()):
@@ -57,7 +58,10 @@ def _chunks(items: Iterator[tuple[str, bytes]], size: int) -> Iterator[list[tupl
 
 def _ingest_chunk(config: str, kind: str, chunk: list[tuple[str, bytes]]) -> list[dict] | str:
     """Worker for --jobs: its own runtime; a TemporaryFailure comes back as its text."""
-    runtime = open_runtime(load_settings(config))
+    try:
+        runtime = open_runtime(load_settings(config))
+    except OSError as error:
+        return f"cannot open the message store: {error}"
     try:
         return [r.as_json() | {"_65": r.not_a_message} for r in
                 receive_batch(runtime, [(data, Source(kind, name)) for name, data in chunk])]
@@ -101,9 +105,10 @@ def ingest(ctx: Context, files: tuple[Path, ...], mbox: Path | None, maildir: Pa
 def _run(ctx: Context, kind: str, chunks: Iterator[list[tuple[str, bytes]]], jobs: int
          ) -> Iterator[list[dict]]:
     if jobs == 1:
+        runtime = _open(ctx)
         for chunk in chunks:
             results: list[IngestResult] = receive_batch(
-                ctx.runtime, [(data, Source(kind, name)) for name, data in chunk])
+                runtime, [(data, Source(kind, name)) for name, data in chunk])
             yield [r.as_json() | {"_65": r.not_a_message} for r in results]
         return
     with ProcessPoolExecutor(jobs) as pool:
@@ -113,6 +118,14 @@ def _run(ctx: Context, kind: str, chunks: Iterator[list[tuple[str, bytes]]], job
             if isinstance(outcome, str):
                 raise TemporaryFailure(outcome)
             yield outcome
+
+
+def _open(ctx: Context) -> Runtime:
+    """No store folder (a file in its place, a full disk): the MTA should retry, not bounce."""
+    try:
+        return ctx.runtime
+    except OSError as error:
+        raise TemporaryFailure(f"cannot open the message store: {error}") from error
 
 
 def _progress(maildir: Path | None, mbox: Path | None, files: Sequence[Path]):  # type: ignore[no-untyped-def]

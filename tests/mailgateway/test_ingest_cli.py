@@ -1,0 +1,220 @@
+"""`mailgateway ingest` and `mailgateway quarantine` as real processes, on both databases:
+what an MTA pipe, an import and an admin see (JSON lines, exit codes 0, 65 and 75)."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from mailgateway.cli_setup import prepare_database
+from mailgateway.config import load_settings
+from mailgateway.runtime import Runtime, open_runtime
+from models.inbound import quarantined
+from models.schema import Message, RawMail, Ticket
+from tests.conftest import write_config
+from tests.mailgateway.ingest_support import FIRST_MAIL, corpus_path, eml, set_header
+
+MAILGATEWAY = Path(sys.executable).with_name("mailgateway")
+TWO_QUEUES = [{"name": "Support", "address": "support@example.com", "default": True},
+              {"name": "Billing", "address": "billing@example.com"}]
+
+
+def mailgateway(config: Path, *args: str, stdin: bytes | None = None
+                ) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([str(MAILGATEWAY), "--config", str(config), "--log-level", "warning",
+                           *args], input=stdin, capture_output=True, timeout=120)
+
+
+def json_lines(done: subprocess.CompletedProcess[bytes]) -> list[dict]:
+    return [json.loads(line) for line in done.stdout.decode().splitlines()]
+
+
+@pytest.fixture
+def config(tmp_path: Path, database_url: str) -> Path:
+    return write_config(tmp_path, database_url)
+
+
+@pytest.fixture
+def opened(config: Path) -> Iterator[Runtime]:
+    """The database the commands use, initialised (what `init` does) and open for checks."""
+    runtime = open_runtime(load_settings(config))
+    prepare_database(runtime)
+    yield runtime
+    runtime.close()
+
+
+def test_a_piped_reply_threads_and_ticket_show_says_how(config: Path, opened: Runtime) -> None:
+    first = mailgateway(config, "ingest", stdin=eml("thunderbird-new-ticket"))
+    assert first.returncode == 0, first.stderr
+    assert json_lines(first) == [{"action": "created", "ticket": 1, "message_id": FIRST_MAIL,
+                                  "reason": "new", "raw_id": 1}]
+    reply = mailgateway(config, "ingest", stdin=eml("outlook-reply-all-before-original"))
+    [answer] = json_lines(reply)
+    assert reply.returncode == 0 and (answer["action"], answer["ticket"]) == ("appended", 1)
+    ours = set_header(set_header(eml("human-out-of-office-question"), "From",
+                                 "Support <support@example.com>"),
+                      "Message-ID", "<loop@example.com>")
+    ignored = mailgateway(config, "ingest", stdin=ours)
+    assert ignored.returncode == 0 and json_lines(ignored)[0]["action"] == "ignored"
+
+    shown = json.loads(mailgateway(config, "ticket", "show", "1", "--json").stdout)
+    received = [m for m in shown["messages"] if m["direction"] == "inbound"]
+    assert [(m["from"], m["threaded_by"], m["threaded_ref"]) for m in received] == [
+        ("anna.berg@northwind.example", "new", None),
+        ("jonas.weber@northwind.example", "in-reply-to", FIRST_MAIL)]
+
+
+def test_mbox_and_maildir_imports_keep_the_bytes_as_they_came(
+        tmp_path: Path, config: Path, opened: Runtime) -> None:
+    """Regression: the mbox import stored message.as_bytes(), which refolds long headers
+    and rewrites 8-bit ones, so the raw message kept was not the one received."""
+    originals = [eml("raw-8bit-headers"), eml("mailman-list-post"), eml("gmail-stranger-forward")]
+    box = mailbox.mbox(tmp_path / "history.mbox")
+    for data in originals:
+        box.add(data)
+    box.flush()
+    maildir = mailbox.Maildir(tmp_path / "Maildir")
+    for data in originals:
+        maildir.add(data)
+
+    imported = mailgateway(config, "ingest", "--mbox", str(tmp_path / "history.mbox"))
+    assert imported.returncode == 0, imported.stderr
+    assert [r["action"] for r in json_lines(imported)] == ["created"] * 3
+    with opened.sessions() as session:
+        kept = [opened.store.get(sha) for sha in session.scalars(
+            select(RawMail.sha256).order_by(RawMail.id))]
+    assert kept == originals
+
+    again = mailgateway(config, "ingest", "--maildir", str(tmp_path / "Maildir"))
+    assert again.returncode == 0, again.stderr
+    assert sorted(r["action"] for r in json_lines(again)) == ["duplicate"] * 3
+
+
+def test_not_a_message_exits_65_and_waits_in_quarantine(config: Path, opened: Runtime) -> None:
+    garbage = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <</Type /Catalog>> endobj\n"
+    piped = mailgateway(config, "ingest", stdin=garbage)
+    assert piped.returncode == 65
+    [result] = json_lines(piped)
+    assert result["action"] == "quarantined" and "not an email message" in result["reason"]
+
+    [listed] = json.loads(mailgateway(config, "quarantine", "list", "--json").stdout)
+    assert (listed["id"], listed["size"]) == (result["raw_id"], len(garbage))
+    shown = mailgateway(config, "quarantine", "show", str(listed["id"]), "--raw")
+    assert shown.returncode == 0 and shown.stdout == garbage
+
+    deleted = mailgateway(config, "quarantine", "delete", str(listed["id"]))
+    assert deleted.stdout.decode().strip() == f"deleted #{listed['id']}"
+    with opened.sessions() as session:
+        assert quarantined(session) == []
+
+
+def test_quarantine_retry_after_the_fix_runs_the_normal_path(
+        tmp_path: Path, config: Path, opened: Runtime) -> None:
+    """Billing was added to config.toml, but `init` has not run yet."""
+    write_config(tmp_path, opened.settings.database.url, queues=TWO_QUEUES)
+    piped = mailgateway(config, "ingest", str(corpus_path("billing-new")))
+    assert piped.returncode == 0, piped.stderr  # kept, so the MTA must not retry or bounce
+    [result] = json_lines(piped)
+    assert result["action"] == "quarantined" and "run `mailgateway init`" in result["reason"]
+    listing = mailgateway(config, "quarantine", "list").stdout.decode()
+    assert f"#{result['raw_id']}" in listing and "tom.fischer@fabrikam.example" in listing
+
+    fixed = open_runtime(load_settings(config))
+    prepare_database(fixed)  # what `mailgateway init` does
+    fixed.close()
+    retried = mailgateway(config, "quarantine", "retry", str(result["raw_id"]))
+    [after] = json_lines(retried)
+    assert (after["action"], after["reason"]) == ("created", "new")
+    with opened.sessions() as session:
+        assert session.get(Ticket, after["ticket"]).queue.name == "Billing"
+        assert quarantined(session) == []
+
+
+def test_an_unreachable_database_exits_75_so_the_mta_retries(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "postgresql://postgres@127.0.0.1:9/mailgateway")
+    piped = mailgateway(config, "ingest", stdin=eml("thunderbird-new-ticket"))
+    assert piped.returncode == 75 and piped.stdout == b""
+    [line] = piped.stderr.decode().strip().splitlines()
+    assert line.startswith("mailgateway: database unavailable:")
+
+
+def test_a_message_store_that_cannot_be_written_exits_75(tmp_path: Path) -> None:
+    """Regression: a file where the store folder should be gave a traceback and exit 1,
+    which an MTA takes as a permanent failure and bounces the mail."""
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/mailgateway.db",
+                          storage={"path": "store"})
+    (tmp_path / "store").write_text("not a folder")
+    piped = mailgateway(config, "ingest", stdin=eml("thunderbird-new-ticket"))
+    assert piped.returncode == 75 and piped.stdout == b""
+    assert "Traceback" not in piped.stderr.decode()
+    assert "cannot open the message store" in piped.stderr.decode()
+
+
+def _fifty_mails() -> list[bytes]:
+    """Ten conversations: a first mail and four replies each."""
+    mails = []
+    for conversation in range(10):
+        for turn in range(5):
+            mail = EmailMessage()
+            mail["From"] = f"Customer {conversation} <customer{conversation}@fabrikam.example>"
+            mail["To"] = "support@example.com"
+            mail["Subject"] = ("Re: " if turn else "") + f"Order {conversation} is late"
+            mail["Date"] = f"Wed, 5 Jun 2024 1{turn}:0{conversation}:00 +0200"
+            mail["Message-ID"] = f"<c{conversation}.t{turn}@fabrikam.example>"
+            if turn:
+                mail["In-Reply-To"] = f"<c{conversation}.t{turn - 1}@fabrikam.example>"
+            mail.set_content(f"Message {turn} about order {conversation}.\n")
+            mails.append(mail.as_bytes())
+    return mails
+
+
+def _feed(pipes: list[Path], mails: list[bytes]) -> threading.Thread:
+    def write() -> None:
+        for pipe, data in zip(pipes, mails, strict=True):
+            pipe.write_bytes(data)
+    return threading.Thread(target=write)
+
+
+def test_two_processes_ingesting_the_same_mails_at_once_store_each_once(
+        tmp_path: Path, config: Path, opened: Runtime) -> None:
+    """Both processes wait on named pipes until the mails are written to both at the same
+    moment, so they receive, parse and commit the same 50 mails side by side."""
+    mails = _fifty_mails()
+    processes, feeders = [], []
+    for name in ("a", "b"):
+        pipes = [tmp_path / f"{name}-{number:02}.eml" for number in range(len(mails))]
+        for pipe in pipes:
+            os.mkfifo(pipe)
+        processes.append(subprocess.Popen(
+            [str(MAILGATEWAY), "--config", str(config), "--log-level", "warning", "ingest",
+             *map(str, pipes)], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        feeders.append(_feed(pipes, mails))
+    for feeder in feeders:
+        feeder.start()
+    outputs = [process.communicate(timeout=120) for process in processes]
+    for feeder in feeders:
+        feeder.join()
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr.decode()
+    results = [json.loads(line) for stdout, _ in outputs for line in stdout.decode().splitlines()]
+    assert len(results) == 100
+    stored = Counter(r["message_id"] for r in results if r["action"] in ("created", "appended"))
+    assert len(stored) == 50 and set(stored.values()) == {1}
+    with opened.sessions() as session:
+        per_id = dict(session.execute(
+            select(Message.message_id, func.count()).where(Message.direction == "inbound")
+            .group_by(Message.message_id)).all())
+        raw_rows = session.scalar(select(func.count()).select_from(RawMail))
+    assert len(per_id) == 50 and set(per_id.values()) == {1}
+    assert raw_rows == 50
