@@ -90,7 +90,8 @@ def _poller(engine, account: ImapAccount, state: ImapState | None) -> str:  # no
 def _reconciliation(account: ImapAccount, state: ImapState | None, sessions) -> str:  # noqa: ANN001
     try:
         with connected(account, authenticator(account, sessions), TEST_TIMEOUT) as client:
-            found = reconcile(client, account.folder, state.last_uid if state else 0)
+            found = reconcile(client, account.folder, state.last_uid if state else 0,
+                              (state.status or {}).get("unreadable", []) if state else [])
     except (AccountProblem, *TRANSIENT) as error:
         return f"cannot check: {describe(error, account)}"
     return found.sentence(state.uidvalidity if state else None)

@@ -47,6 +47,8 @@ from models import mailboxes
 log = logging.getLogger(__name__)
 
 Receive = Callable[[bytes, Source], IngestResult]
+MAX_FETCH_TRIES = 3  # a message the server fails to hand over this often is skipped
+STOP_TIMEOUT = 15  # seconds for all pollers together; one stuck in a network call is left
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class Poller:
         self.auth = authenticator(account, runtime.sessions)
         self.lock = AccountLock(runtime.engine, account.name)
         self.failures = 0
+        self.strikes: dict[int, int] = {}  # UID -> failed fetches in a row
         self.reported = ""  # the last fault logged: the same one again is not logged again
         self.standing_by = False
         self.warned = ""
@@ -82,27 +85,16 @@ class Poller:
         ends in a wait and another try, never in the end of the thread."""
         try:
             while not self.stop.is_set():
-                if not self._take_lock():
-                    self.stop.wait(self.timing.lock_retry)
-                    continue
                 self._serve_once()
         finally:
             self.lock.release()
 
-    def _take_lock(self) -> bool:
-        if self.lock.acquire():
-            if self.standing_by:
-                log.info("imap %s: took over polling from another process", self.name)
-            self.standing_by = False
-            return True
-        if not self.standing_by:
-            log.info("imap %s: another process polls this account; standing by", self.name)
-        self.standing_by = True
-        return False
-
     def _serve_once(self) -> None:
         try:
-            self._serve()
+            if self._take_lock():
+                self._serve()
+            else:
+                self.stop.wait(self.timing.lock_retry)
         except AccountProblem as error:
             self._failed(error, logging.ERROR)
             self.stop.wait(self.timing.problem_retry)
@@ -116,6 +108,17 @@ class Poller:
             self.failures += 1
             self._failed(error, logging.DEBUG)
             self.stop.wait(self._backoff())
+
+    def _take_lock(self) -> bool:
+        if self.lock.acquire():
+            if self.standing_by:
+                log.info("imap %s: took over polling from another process", self.name)
+            self.standing_by = False
+            return True
+        if not self.standing_by:
+            log.info("imap %s: another process polls this account; standing by", self.name)
+        self.standing_by = True
+        return False
 
     def _backoff(self) -> float:
         """Exponential, with jitter so that many accounts do not reconnect in step."""
@@ -147,6 +150,7 @@ class Poller:
             previous = state.uidvalidity
             last_uid = mailboxes.resynchronise(session, state, uidvalidity)
         if previous is not None and previous != uidvalidity:
+            self.strikes.clear()
             log.warning("imap %s: UIDVALIDITY of %s changed from %s to %s; taking the folder "
                         "again (already stored messages are recognised)",
                         self.name, self.account.folder, previous, uidvalidity)
@@ -157,9 +161,9 @@ class Poller:
             for uid in uids:
                 if self.stop.is_set():
                     return
-                fetched = client.fetch([uid], ["BODY.PEEK[]"]).get(uid, {})
-                if b"BODY[]" in fetched:  # else expunged meanwhile, by someone else
-                    self._take(client, uid, fetched[b"BODY[]"])
+                data = self._fetch(client, uid)
+                if data is not None:
+                    self._take(client, uid, data)
                 last_uid = uid
             if not uids and not announced_arrivals(client):
                 break
@@ -168,6 +172,27 @@ class Poller:
         if self.reported:
             log.info("imap %s: working again", self.name)
             self.reported = ""
+
+    def _fetch(self, client: IMAPClient, uid: int) -> bytes | None:
+        """The message's bytes; None when it is gone (expunged meanwhile) or unreadable.
+
+        A message the server fails to deliver time after time (a damaged file, a server
+        bug) would otherwise block every message after it: after MAX_FETCH_TRIES it is
+        skipped, logged and listed in the status for an admin."""
+        if self.strikes.get(uid, 0) >= MAX_FETCH_TRIES:
+            return None
+        try:
+            fetched = client.fetch([uid], ["BODY.PEEK[]"]).get(uid, {})
+        except TRANSIENT as error:
+            self.strikes[uid] = self.strikes.get(uid, 0) + 1
+            if self.strikes[uid] == MAX_FETCH_TRIES:
+                log.error("imap %s: UID %s of %s could not be fetched %s times (%s); skipping "
+                          "it, it stays in the folder", self.name, uid, self.account.folder,
+                          MAX_FETCH_TRIES, describe(error, self.account))
+                self._write(mailboxes.record_unreadable, uid)
+            raise
+        self.strikes.pop(uid, None)
+        return fetched.get(b"BODY[]")
 
     def _take(self, client: IMAPClient, uid: int, data: bytes) -> None:
         result = self.receive(data, Source(kind="imap", detail=self.name))
@@ -264,7 +289,8 @@ def imap_service(runtime: Runtime, receive_message: Receive | None = None,
 
     def stop_all() -> None:
         stop.set()
+        deadline = time.monotonic() + STOP_TIMEOUT
         for thread in threads:
-            thread.join(timeout=15)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     return Service("imap", start, stop_all)

@@ -167,6 +167,7 @@ class Reconciliation:
     count: int
     highest_uid: int
     not_taken: list[int]  # UIDs above our last UID: not (yet) taken
+    unreadable: list[int]  # UIDs in the folder the server would not hand over: skipped
 
     def sentence(self, our_uidvalidity: int | None) -> str:
         held = (f"{self.folder} holds {self.count} messages up to UID {self.highest_uid}"
@@ -174,19 +175,28 @@ class Reconciliation:
         if our_uidvalidity is not None and our_uidvalidity != self.uidvalidity:
             return (f"{held}; its UIDVALIDITY is now {self.uidvalidity} (ours "
                     f"{our_uidvalidity}): the poller will take the folder again")
-        if not self.not_taken:
+        missing = len(self.not_taken) + len(self.unreadable)
+        if not missing:
             return f"{held}; we have taken all {self.count}" if self.count else held
-        return (f"{held}; we have taken {self.count - len(self.not_taken)}, not yet "
-                f"{len(self.not_taken)}: UID {uid_ranges(self.not_taken)}")
+        said = f"{held}; we have taken {self.count - missing}"
+        if self.not_taken:
+            said += f", not yet {len(self.not_taken)}: UID {uid_ranges(self.not_taken)}"
+        if self.unreadable:
+            said += (f"; the server would not hand over {len(self.unreadable)}: "
+                     f"UID {uid_ranges(self.unreadable)} (see the log)")
+        return said
 
 
-def reconcile(client: IMAPClient, folder: str, last_uid: int) -> Reconciliation:
+def reconcile(client: IMAPClient, folder: str, last_uid: int,
+              unreadable: Sequence[int] = ()) -> Reconciliation:
     """Proof that nothing was missed: every UID in the folder up to our last UID was taken
-    (UIDs only grow, and the poller advances last UID only after a message is stored)."""
+    (UIDs only grow, and the poller advances last UID only after a message is stored),
+    but for those the server would not hand over."""
     info = open_folder(client, folder)
-    uids = sorted(client.search("ALL"))
+    uids, skipped = sorted(client.search("ALL")), set(unreadable)
     return Reconciliation(folder, info.uidvalidity, len(uids), uids[-1] if uids else 0,
-                          [u for u in uids if u > last_uid])
+                          [u for u in uids if u > last_uid and u not in skipped],
+                          [u for u in uids if u in skipped])
 
 
 def uid_ranges(uids: Sequence[int], most: int = 20) -> str:

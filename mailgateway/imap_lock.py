@@ -30,19 +30,19 @@ class AccountLock:
         return not is_sqlite(self.engine)
 
     def acquire(self) -> bool:
-        """True when this process may poll the account now."""
+        """True when this process may poll the account now. SQLAlchemyError when the
+        database cannot be asked: the poller waits and tries again."""
         if not self.needed:
             return True
         if self.connection is not None:
             return self.held()
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
-            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             got = connection.execute(text(f"SELECT pg_try_advisory_lock({KEY})"),
                                      {"name": self.account}).scalar()
-        except SQLAlchemyError as error:
-            log.warning("imap %s: cannot reach the database for the poller lock: %s",
-                        self.account, error.__class__.__name__)
-            return False
+        except SQLAlchemyError:
+            connection.close()
+            raise
         if not got:
             connection.close()
             return False

@@ -38,7 +38,8 @@ def resynchronise(session: Session, state: ImapState, uidvalidity: int) -> int:
     if state.uidvalidity != uidvalidity:
         if state.uidvalidity is not None:
             state.status = {**state.status, "previous_uidvalidity": state.uidvalidity,
-                            "resynchronised_at": utcnow().isoformat(timespec="seconds")}
+                            "resynchronised_at": utcnow().isoformat(timespec="seconds"),
+                            "unreadable": []}
         state.uidvalidity = uidvalidity
         state.last_uid = 0
     return state.last_uid
@@ -54,6 +55,13 @@ def record_taken(session: Session, state: ImapState, uid: int, *,
     state.taken_today += 1
     state.last_uid = max(state.last_uid, uid)
     state.last_success_at = now
+
+
+def record_unreadable(session: Session, state: ImapState, uid: int) -> None:
+    """The server would not hand this message over: skipped, so it does not block the
+    ones after it, and listed so that the reconciliation does not count it as taken."""
+    unreadable = state.status.get("unreadable", [])
+    state.status = {**state.status, "unreadable": sorted({*unreadable, uid})}
 
 
 def record_connected(session: Session, state: ImapState, connected: bool, **facts: Any) -> None:

@@ -186,7 +186,8 @@ class Dovecot:
     """One Dovecot instance: its folder under /tmp (the recipe's permissions), its port,
     users with passwords, and the introspection server for XOAUTH2 logins."""
 
-    def __init__(self, *, users: dict[str, str] | None = None, tls: bool = False) -> None:
+    def __init__(self, *, users: dict[str, str] | None = None, tls: bool = False,
+                 settings: str = "") -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="dovecot-", dir="/tmp"))
         self.tmp.chmod(0o755)
         for sub in ("run", "state", "mail", "home"):
@@ -207,7 +208,7 @@ class Dovecot:
         config = (TLS if tls else "ssl = no\n").format(tmp=self.tmp) + CONFIG.format(
             tmp=self.tmp, port=self.port,
             tls_listener=TLS_LISTENER.format(tls_port=self.tls_port) if tls else "")
-        (self.tmp / "dovecot.conf").write_text(config)
+        (self.tmp / "dovecot.conf").write_text(config + settings)
         self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -312,6 +313,14 @@ class Dovecot:
         (new.parent / "tmp" / name).write_bytes(raw)
         shutil.chown(new.parent / "tmp" / name, "dovecot", "dovecot")
         os.rename(new.parent / "tmp" / name, new / name)
+
+    def damage(self, message_id: str, user: str = "support") -> None:
+        """Make the server unable to read a message's file, as disk damage would."""
+        for path in (self.tmp / "mail" / user).glob("*/*"):
+            if path.parent.name in ("new", "cur") and message_id.encode() in path.read_bytes():
+                path.chmod(0)
+                return
+        raise AssertionError(f"no message {message_id} in the maildir")
 
     def set_uidvalidity(self, value: int, folder: str = "INBOX", user: str = "support") -> None:
         """What recreating the folder with the same messages looks like to a client."""

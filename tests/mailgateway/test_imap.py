@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from mailgateway.imap_client import reconcile
 from mailgateway.ingest import IngestResult, Source, receive
 from tests.dovecot import Dovecot, Gateway, imap_account, mail, wait_for
 
@@ -74,6 +75,42 @@ def receive_then_die(data, source):
 
 Poller(runtime, runtime.settings.imap[0], receive_then_die, threading.Event(), Timing()).run()
 """
+
+
+def test_without_move_a_message_is_copied_flagged_deleted_and_expunged(
+        sqlite_gateway: Gateway) -> None:
+    without_move = "imap_capability = IMAP4rev1 IDLE UIDPLUS LITERAL+\n"
+    with Dovecot.running(settings=without_move) as server:
+        server.create_folder("Processed")
+        server.append(mail("<copy-1@customer.test>", "Copy me"))
+        sqlite_gateway.configure(imap_account(server, processed_folder="Processed"))
+        sqlite_gateway.start()
+        wait_for(lambda: server.folder() == {} and server.folder("Processed"))
+        assert "UIDPLUS" in sqlite_gateway.state().status["capabilities"]
+        assert "MOVE" not in sqlite_gateway.state().status["capabilities"]
+        assert [flags for flags in server.folder("Processed").values()] == [{b"\\Seen"}]
+        assert sqlite_gateway.tickets() == {"copy-1@customer.test": [1]}
+        sqlite_gateway.stop()
+
+
+def test_a_message_the_server_cannot_hand_over_is_skipped_and_reported(
+        dovecot: Dovecot, gateway: Gateway) -> None:
+    for n in (1, 2, 3):
+        dovecot.append(mail(f"<bad-{n}@customer.test>", f"Message {n}"))
+    dovecot.damage("bad-2@customer.test")
+    gateway.configure(imap_account(dovecot))
+    gateway.start()
+    wait_for(lambda: gateway.last_uid() == 3)
+    assert set(gateway.tickets()) == {"bad-1@customer.test", "bad-3@customer.test"}
+    assert gateway.state().status["unreadable"] == [2]
+    assert "FETCH failed" in gateway.state().last_error
+    assert [b"\\Seen" in flags for flags in dovecot.folder().values()] == [True, False, True]
+    state, client = gateway.state(), dovecot.client()
+    found = reconcile(client, "INBOX", state.last_uid, state.status["unreadable"])
+    client.logout()
+    assert found.sentence(state.uidvalidity) == (
+        "INBOX holds 3 messages up to UID 3; we have taken 2; the server would not hand "
+        "over 1: UID 2 (see the log)")
 
 
 def test_a_poller_killed_between_commit_and_flagging_leaves_no_duplicate(
