@@ -50,7 +50,7 @@ def status(ctx: Context, offline: bool) -> None:
             click.echo(line)
         if account.enabled:
             click.echo(f"  poller: {_poller(runtime.engine, account, state)}")
-        if not offline:
+        if not offline and account.enabled:
             click.echo(f"  folder: {_reconciliation(account, state, runtime.sessions)}")
         click.echo()
 

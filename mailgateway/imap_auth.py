@@ -200,9 +200,7 @@ class Authenticator:
         user = self.account.user
         try:
             if self.tokens is None:
-                password = secret_from_env(self.account.password_env,
-                                           f"[imap] password_env ({self.account.name})")
-                client.login(user, password)
+                client.login(user, self._password())
             else:
                 client.oauth2_login(user, self.tokens.token())
         except LoginError as error:
@@ -214,6 +212,12 @@ class Authenticator:
 
     def warning(self) -> str:
         return self.tokens.warning() if self.tokens is not None else ""
+
+    def _password(self) -> str:
+        what = f"[imap] password_env ({self.account.name})"
+        if not self.account.password_env:
+            raise ConfigError(f"{what}: empty; name the environment variable with the password")
+        return secret_from_env(self.account.password_env, what)
 
 
 def authenticator(account: ImapAccount, sessions: sessionmaker[Session]) -> Authenticator:

@@ -42,9 +42,11 @@ def test_imap_test_says_plainly_what_is_wrong(dovecot: Dovecot, sqlite_gateway: 
         imap_account(dovecot, name="wrong", password_env="TEST_WRONG_PASSWORD"),
         imap_account(dovecot, name="closed", port=free_port()),
         imap_account(dovecot, name="nofolder", folder="Nowhere"),
-        imap_account(dovecot, name="tls", tls=True))
+        imap_account(dovecot, name="tls", tls=True),
+        imap_account(dovecot, name="noenv", password_env="TEST_UNSET_PASSWORD"),
+        imap_account(dovecot, name="nopassword", password_env=""))
     said = {}
-    for name in ("wrong", "closed", "nofolder", "tls"):
+    for name in ("wrong", "closed", "nofolder", "tls", "noenv", "nopassword"):
         done = mailgateway(config, "imap", "test", name)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         said[name] = done.stderr.strip()
@@ -54,15 +56,20 @@ def test_imap_test_says_plainly_what_is_wrong(dovecot: Dovecot, sqlite_gateway: 
     assert said["closed"].endswith("connection refused (is the server up, the port right?)")
     assert said["nofolder"] == "FAILED: there is no folder 'Nowhere' on the server"
     assert said["tls"].startswith(f"FAILED: TLS with 127.0.0.1:{dovecot.port} failed: ")
+    assert said["noenv"] == ("FAILED: [imap] password_env (noenv): environment variable "
+                             "TEST_UNSET_PASSWORD is not set")
+    assert said["nopassword"] == ("FAILED: [imap] password_env (nopassword): empty; name the "
+                                  "environment variable with the password")
     unknown = mailgateway(config, "imap", "test", "nobody")
     assert unknown.returncode != 0
-    assert "no [[imap]] account named 'nobody' (configured: wrong, closed, nofolder, tls)" in (
-        unknown.stderr)
+    assert ("no [[imap]] account named 'nobody' (configured: wrong, closed, nofolder, tls, "
+            "noenv, nopassword)") in unknown.stderr
 
 
 def test_imap_status_proves_every_message_was_taken_or_names_the_ones_not_yet(
         dovecot: Dovecot, gateway: Gateway) -> None:
-    config = gateway.configure(imap_account(dovecot))
+    config = gateway.configure(imap_account(dovecot),
+                               imap_account(dovecot, name="off", enabled=False))
     gateway.start()
     for n in (1, 2):
         dovecot.append(mail(f"<status-{n}@customer.test>", f"Status {n}"))
@@ -79,6 +86,8 @@ def test_imap_status_proves_every_message_was_taken_or_names_the_ones_not_yet(
     assert f"UIDVALIDITY: {uidvalidity}, last UID taken: 2" in lines
     assert "taken today: 2" in lines
     assert "last error: none" in lines
+    off = lines.index(f"off: support@127.0.0.1:{dovecot.port} INBOX (disabled, IDLE)")
+    assert lines[off + 1:] == ["never connected", ""], "a disabled account is not contacted"
     assert "folder: INBOX holds 3 messages up to UID 3; we have taken 2, not yet 1: UID 3" in lines
     poller = next(line for line in lines if line.startswith("poller:"))
     if gateway.runtime.engine.dialect.name == "postgresql":
