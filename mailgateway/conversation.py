@@ -25,6 +25,7 @@ from models.schema import Message, Ticket
 from models.tickets import get_ticket, is_participant
 
 MAX_REFERENCES = 50
+MAX_TICKET_ID = 2**31 - 1  # ticket.id is a 32-bit integer on PostgreSQL
 FREEMAIL = frozenset({
     "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com",
     "yahoo.com", "yahoo.fr", "yahoo.de", "ymail.com", "icloud.com", "me.com", "mac.com",
@@ -84,7 +85,7 @@ def by_reply_token(session: Session, env: Envelope, settings: Settings) -> Place
     for address in addresses:
         if address and "+t" in address.lower():
             ticket_id = ticket_from_address(address, settings.secret_key)
-            if ticket_id and session.get(Ticket, ticket_id):
+            if ticket_id and _existing(session, ticket_id):
                 return Placement(ticket_id, "reply-token", address)
     return None
 
@@ -94,7 +95,7 @@ def by_subject_tag(session: Session, env: Envelope, settings: Settings) -> Place
     found = subject_tag_pattern(settings.tickets.tag).search(env.mail.subject)
     if not found:
         return None
-    ticket = session.get(Ticket, int(found.group(1)))
+    ticket = _existing(session, int(found.group(1)))
     if ticket is None:
         return None
     sender = env.mail.from_address
@@ -114,7 +115,7 @@ def place(session: Session, env: Envelope, settings: Settings) -> Placement:
         if placement is not None:
             live = get_ticket(session, placement.ticket_id, follow_merge=True)
             return Placement(live.id, placement.rule, placement.ref)
-    return Placement(None, "new", _unmatched_reference(env, settings))
+    return Placement(None, "new", _unmatched_reference(session, env, settings))
 
 
 @functools.cache
@@ -133,6 +134,12 @@ def _first_known(session: Session, ids: list[str], rule: str) -> Placement | Non
     return None
 
 
+def _existing(session: Session, ticket_id: int) -> Ticket | None:
+    """A number past the id column's range names no ticket; PostgreSQL would refuse the
+    query, and a stranger's "[ACME #99999999999]" must open a ticket, not fail."""
+    return session.get(Ticket, ticket_id) if 0 < ticket_id <= MAX_TICKET_ID else None
+
+
 def _colleague(ticket: Ticket, sender: str) -> bool:
     """A forward by someone at the requester's company (not a free-mail domain)."""
     domain = sender.rpartition("@")[2]
@@ -140,7 +147,11 @@ def _colleague(ticket: Ticket, sender: str) -> bool:
         ticket.requester.email.rpartition("@")[2] == domain)
 
 
-def _unmatched_reference(env: Envelope, settings: Settings) -> str:
+def _unmatched_reference(session: Session, env: Envelope, settings: Settings) -> str:
     """A new ticket records the tag it carried, so an agent sees why it was not threaded."""
     found = subject_tag_pattern(settings.tickets.tag).search(env.mail.subject)
-    return f"{found.group(0)} (sender is not a participant)" if found else ""
+    if not found:
+        return ""
+    if _existing(session, int(found.group(1))) is None:
+        return f"{found.group(0)} (no such ticket)"
+    return f"{found.group(0)} (sender is not a participant)"

@@ -155,6 +155,18 @@ def test_a_stranger_with_the_tag_opens_a_new_ticket_that_records_it(runtime: Run
     assert len(inbound(show(runtime, ticket_id))) == 1
 
 
+@pytest.mark.parametrize("number", ["42", "99999999999"])
+def test_a_tag_naming_no_ticket_opens_a_new_one(runtime: Runtime, number: str) -> None:
+    """Regression: past the 32-bit id range PostgreSQL refused the lookup, so the mail was
+    never stored (a TemporaryFailure for ever, later a quarantine)."""
+    open_first_ticket(runtime)
+    data = set_header(eml("outlook-mobile-tag-only"), "Subject", f"AW: [ACME #{number}] Invoice")
+    result = deliver(runtime, data)
+    assert result.action == "created", result.reason
+    assert threaded(show(runtime, result.ticket)) == [
+        ("new", f"[ACME #{number}] (no such ticket)")]
+
+
 def test_a_colleague_at_the_requesters_company_forwarding_threads(runtime: Runtime) -> None:
     ticket_id = open_first_ticket(runtime)
     assert placed_on(runtime, ticket_id, "outlook-colleague-forward") == (
