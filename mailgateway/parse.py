@@ -9,6 +9,8 @@ message, never an exception: a mail that merely looks strange is still a mail.
 from __future__ import annotations
 
 import codecs
+import email
+import email.errors
 import email.utils
 import hashlib
 import logging
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from email.message import Message as EmailMessage
 
 import mailparser
+from mailparser.exceptions import MailParserError, MailParserRecursionError
 
 from mailgateway.classify import header_text
 from mailgateway.config import LimitSettings
@@ -33,6 +36,10 @@ LATIN_LABELS = frozenset({"us-ascii", "ascii", "iso-8859-1", "latin1", "latin-1"
                           "windows-1252", "cp1252"})
 HEADER_LINE = re.compile(rb"^(From |[!-9;-~]+[ \t]*:)")
 FALLBACK_CHARSETS = ("utf-8", "windows-1252")
+# What mail-parser raises on mail the standard library reads (a broken encoded word in
+# a display name: HeaderParseError; a NUL in a charset: ValueError; its own helpers).
+MAILPARSER_FAULTS = (MailParserError, email.errors.MessageError, ValueError, LookupError,
+                     TypeError, AttributeError, IndexError, KeyError)
 
 
 class NotAMessage(MessageRejected):
@@ -99,9 +106,8 @@ def looks_like_message(raw: bytes) -> bool:
 def parse(raw: bytes, limits: LimitSettings) -> ParsedMail:
     if not looks_like_message(raw):
         raise NotAMessage("not an email message: no header block")
-    parsed = mailparser.parse_from_bytes(raw)
-    message = parsed.message
     notes: list[str] = []
+    message = read_message(raw, notes)
     notes.extend(header_notes(raw))
     parts = Parts(limits, notes)
     parts.walk(message, depth=0)
@@ -134,6 +140,22 @@ def parse(raw: bytes, limits: LimitSettings) -> ParsedMail:
         attachments=parts.attachments,
         notes=notes,
     )
+
+
+def read_message(raw: bytes, notes: list[str]) -> EmailMessage:
+    """mail-parser's message; where mail-parser itself trips over an odd header or part,
+    the standard library's parse of the same bytes (the one mail-parser wraps), so the
+    mail is stored, not quarantined or, worse, refused for ever. Too deep to parse at all
+    still raises: that one is quarantined."""
+    try:
+        return mailparser.parse_from_bytes(raw).message
+    except MailParserRecursionError:
+        raise
+    except MAILPARSER_FAULTS as error:
+        log.warning("mail-parser failed (%r); reading the message with the email package",
+                    error)
+        notes.append("some headers or parts could not be decoded; shown as far as readable")
+        return email.message_from_bytes(raw)
 
 
 def _reply_text(text: str, raw_html: str | None, has_plain: bool) -> str:
@@ -253,7 +275,7 @@ class Parts:
 def _payload(part: EmailMessage) -> bytes:
     if part.get_content_type() == "message/rfc822" and part.is_multipart():
         inner = part.get_payload()
-        return inner[0].as_bytes() if inner else b""
+        return _forwarded_bytes(inner[0]) if inner else b""
     try:
         data = part.get_payload(decode=True)
     except (ValueError, TypeError, UnicodeError):
@@ -262,6 +284,15 @@ def _payload(part: EmailMessage) -> bytes:
         payload = part.get_payload()
         data = payload.encode("utf-8", "replace") if isinstance(payload, str) else b""
     return data
+
+
+def _forwarded_bytes(inner: EmailMessage) -> bytes:
+    """The forwarded message as an .eml; its text form when the email package cannot write
+    it back as bytes (a boundary that never comes, around 8-bit text)."""
+    try:
+        return inner.as_bytes()
+    except (UnicodeError, LookupError, ValueError):
+        return inner.as_string().encode("utf-8", "replace")
 
 
 def decode_text(part: EmailMessage, notes: list[str]) -> str:
@@ -304,7 +335,7 @@ def _utf8_in_disguise(data: bytes) -> bool:
 def _known(charset: str) -> bool:
     try:
         codecs.lookup(charset)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the charset's name
         return False
     return True
 

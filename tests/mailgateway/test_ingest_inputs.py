@@ -120,6 +120,16 @@ def test_raw_8bit_headers_are_read(runtime: Runtime) -> None:
     assert (japanese["subject"], japanese["from_name"]) == ("請求書の件", "山田")
 
 
+def test_a_sender_name_mail_parser_cannot_decode_is_stored(runtime: Runtime) -> None:
+    """Regression: receive() raised (SMTP 451, pipe exit 1, for ever) on a cut base64 word."""
+    data = set_header(eml("webform-latin1-label-utf8-body"), "From",
+                      "=?UTF-8?B?SsO8cmdlbiBLw7ZobGVyI?= <j.koehler@northwind.example>")
+    message = stored(runtime, data)
+    assert message["from"] == "j.koehler@northwind.example"
+    assert "some headers or parts could not be decoded; shown as far as readable" in (
+        message["notes"])
+
+
 def test_missing_from_date_and_message_id(runtime: Runtime) -> None:
     message = stored(runtime, "cron-missing-headers")
     assert message["from"] == "root@backup01.northwind.example"  # the envelope sender

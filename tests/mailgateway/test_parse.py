@@ -175,3 +175,39 @@ def test_a_long_content_type_and_content_id_fit_their_columns() -> None:
 ])
 def test_safe_filenames(name: str, content_type: str, expected: str) -> None:
     assert safe_filename(name, content_type, None, 3) == expected  # type: ignore[arg-type]
+
+
+def test_a_truncated_encoded_word_in_a_name_does_not_stop_the_mail() -> None:
+    """Regression: mail-parser raised HeaderParseError ("Base64 decoding error") on a base64
+    word cut at a bad length; it escaped parse(), so SMTP answered 451 and the pipe exited 1
+    for ever. The standard library reads what mail-parser could not."""
+    data = set_header(eml("webform-latin1-label-utf8-body"), "From",
+                      "=?UTF-8?B?SsO8cmdlbiBLw7ZobGVyI?= <j.koehler@northwind.example>")
+    mail = parse(data, LIMITS)
+    assert mail.from_address == "j.koehler@northwind.example"
+    assert mail.subject == "Kontaktformular: Rückruf erbeten"
+    assert mail.text.startswith("Name: Jürgen Köhler")
+    assert "some headers or parts could not be decoded; shown as far as readable" in mail.notes
+
+
+def test_a_nul_in_a_charset_name_is_an_unknown_charset() -> None:
+    """Regression: codecs.lookup raised ValueError on the NUL, so the mail was quarantined."""
+    data = (b"From: a@b.example\nSubject: x\nMIME-Version: 1.0\n"
+            b'Content-Type: text/plain; charset="utf\x008"\n\nGr\xc3\xbc\xc3\x9fe\n')
+    assert parse(data, LIMITS).text == "Grüße"
+
+
+def test_a_forward_that_will_not_turn_back_into_bytes_is_kept_as_text() -> None:
+    """A forwarded mail with a boundary cut short and 8-bit text: the email package cannot
+    write it out again as bytes; the .eml keeps its text instead of the mail failing."""
+    inner = (b"From: Tom Fischer <tom.fischer@fabrikam.example>\nSubject: Lieferschein 88123\n"
+             b'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="------------inner0Y3Z'
+             b"\n\nDer Lieferschein f\xfcr Auftrag 88123.\n")
+    data = eml("thunderbird-forward-attached")
+    start = data.index(b"Message-ID: <9a8b7c6d")
+    end = data.index(b"\n--------------outerR7tW2xV9bQ4s--")
+    mail = parse(data[:start] + inner + data[end:], LIMITS)
+    [forwarded] = mail.attachments
+    assert forwarded.filename == "Delivery note 88123.eml"
+    assert forwarded.data.startswith(b"From: Tom Fischer <tom.fischer@fabrikam.example>\n")
+    assert "Der Lieferschein f\ufffdr Auftrag 88123." in forwarded.data.decode()
