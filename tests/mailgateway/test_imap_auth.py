@@ -149,3 +149,19 @@ def test_tls_is_verified_against_a_private_ca(tls_dovecot: Dovecot, monkeypatch)
     with pytest.raises(AccountProblem, match=r"certificate of localhost:\d+ is not trusted "
                        r"\(unable to get local issuer certificate\); set ca_file"):
         connect(unverified, authenticator(unverified, None))  # type: ignore[arg-type]
+
+
+def test_the_poller_waits_in_idle_over_implicit_tls(tls_dovecot: Dovecot,
+                                                     sqlite_gateway: Gateway) -> None:
+    """IDLE over TLS: the check for news that came with IDLE's go-ahead reads an SSL socket."""
+    sqlite_gateway.configure(imap_account(tls_dovecot, host="localhost", tls=True,
+                                          port=tls_dovecot.tls_port,
+                                          ca_file=str(tls_dovecot.ca_file)))
+    sqlite_gateway.start()
+    wait_for(sqlite_gateway.connected)
+    for n in (1, 2):
+        tls_dovecot.append(mail(f"<tls-{n}@customer.test>", f"Over TLS {n}"))
+        _, took = wait_for(lambda n=n: f"tls-{n}@customer.test" in sqlite_gateway.tickets())
+        assert took < 2.0
+    state = sqlite_gateway.state()
+    assert state.status["mode"] == "idle" and state.last_error == "", state.last_error
