@@ -31,6 +31,7 @@ from mailgateway.compose import Composed, ComposeError, compose, mail_templates
 from mailgateway.config import OutboundSettings, secret_from_env
 from mailgateway.runtime import Runtime
 from models import outbox
+from models.db import make_read_sessions
 from models.outbox import Claim
 from models.schema import Message, utcnow
 from models.store import sync_directory
@@ -191,6 +192,7 @@ class Sender:
         self.settings = runtime.settings
         self.transport = transport or make_transport(runtime.settings.outbound)
         self.templates = mail_templates()
+        self.reads = make_read_sessions(runtime.engine)
         self.batch = batch
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -238,7 +240,7 @@ class Sender:
             log.warning("outbox %s sent, but its lease had run out meanwhile", claim.outbox_id)
 
     def _compose(self, claim: Claim) -> Composed | None:
-        with self.runtime.sessions() as session:
+        with self.reads() as session:  # no write lock while attachments are read
             row = outbox.held(session, claim)
             if row is None:
                 return None
