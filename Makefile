@@ -46,5 +46,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
+## make screenshots: refresh docs/screenshots/*.png (inbox, ticket, composer) from the browser tests
+screenshots: $(STAMP) system-packages
+	MAILGATEWAY_SCREENSHOTS=1 $(BIN)/python -m pytest -q -p no:xdist \
+	  tests/webui/test_browser.py tests/webui/test_flow.py -k "sqlite and (keyboard or smtp)"
+
 clean:
 	rm -rf $(VENV) var

@@ -5,12 +5,13 @@ accessibility check on every page, and the screenshots the README shows."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from models import users
 from tests.webui.browser import assert_accessible, log_in, screenshot
-from tests.webui.conftest import ADMIN, AGENT, Served, mail
+from tests.webui.conftest import ADMIN, AGENT, PASSWORD, Served, mail
 
 HOSTILE_HTML = ('<p>Hello, please see the <b>invoice</b> below.</p>'
                 '<script>window.pwned=1</script><img src="x" onerror="window.pwned=2">'
@@ -48,23 +49,34 @@ def tickets(served: Served) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def eve_login(served: Served, browser) -> dict:
-    """Eve logs in once for the module; each test opens a fresh context with her cookies."""
-    context = browser.new_context()
-    log_in(context.new_page(), served.base, ADMIN)
-    state = context.storage_state()
-    context.close()
+def logins(served: Served, browser) -> Callable[[str], dict]:
+    """Each agent logs in once for the module; a test opens fresh contexts with the cookies."""
+    states: dict[str, dict] = {}
+
+    def state(email: str) -> dict:
+        if email not in states:
+            context = browser.new_context()
+            log_in(context.new_page(), served.base, email)
+            states[email] = context.storage_state()
+            context.close()
+        return states[email]
+
     return state
 
 
-@pytest.fixture
-def eve(served: Served, browser, eve_login: dict) -> Iterator:
+def open_as(browser, served: Served, logins, email: str):  # type: ignore[no-untyped-def]
     context = browser.new_context(viewport={"width": 1280, "height": 860},
-                                  storage_state=eve_login)
+                                  storage_state=logins(email))
     page = context.new_page()
     page.goto(f"{served.base}/")
+    return page
+
+
+@pytest.fixture
+def eve(served: Served, browser, logins) -> Iterator:
+    page = open_as(browser, served, logins, ADMIN)
     yield page
-    context.close()
+    page.context.close()
 
 
 def test_wrong_password_is_refused_and_the_login_page_is_accessible(served: Served, browser
@@ -176,5 +188,66 @@ def test_admin_pages_are_accessible_and_closed_to_agents(served: Served, browser
     log_in(page, served.base, AGENT)
     answer = page.goto(f"{served.base}/admin/agents")
     assert answer.status == 403 and "Not allowed" in page.locator("h1").inner_text()
+    assert_accessible(page)
+    context.close()
+
+
+def test_two_agents_see_each_other_and_a_stale_reply_is_held(served: Served, browser, logins,
+                                                              eve, tickets, tmp_path) -> None:
+    url = f"{served.base}/tickets/{tickets['conversation']}"
+    bob = open_as(browser, served, logins, AGENT)
+    bob.clock.install()
+    bob.goto(url)
+    eve.clock.install()
+    eve.goto(url)
+    note = eve.locator("[data-presence-note]")
+    assert note.inner_text() == "Bob Agent is also viewing this ticket."
+    bob.fill("#reply-text", "Let me check with accounting.")
+    bob.clock.fast_forward(16_000)  # Bob's heartbeat: he is writing
+    eve.fill("#reply-text", "We refunded the second charge.")
+    served.instance.deliver(mail("Re: Invoice 2026-0412 charged twice",
+                                 "Update: my bank says the second charge was reversed.",
+                                 in_reply_to="<conv-1@customer.example>"))
+    eve.clock.fast_forward(16_000)  # Eve's heartbeat: who is here, and is there news
+    eve.get_by_text("Bob Agent is also replying to this ticket.").wait_for()
+    assert eve.locator("[data-arrived]").is_visible()
+    eve.get_by_role("button", name="Send", exact=True).click()
+    eve.wait_for_load_state()
+    hold = eve.locator("#hold")
+    assert "1 new message arrived while you were writing" in hold.inner_text()
+    assert "second charge was reversed" in hold.inner_text()
+    assert eve.input_value("#reply-text") == "We refunded the second charge."
+    assert_accessible(eve)
+    eve.fill("#reply-text", "Thanks, then all is well: nothing more to refund.")
+    eve.get_by_role("button", name="Send anyway", exact=True).click()
+    eve.wait_for_url(re.compile(r".*#m\d+$"))
+    assert "Reply queued for anna@customer.example" in eve.locator(".flash").inner_text()
+    assert "nothing more to refund" in eve.locator(".conversation").inner_text()
+    bob.context.close()
+
+
+def test_phone_sized_screens_get_one_column_without_sideways_scrolling(
+        served: Served, browser, logins, tickets) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True,
+                                  storage_state=logins(ADMIN))
+    page = context.new_page()
+    for path in ("/", f"/tickets/{tickets['conversation']}", "/admin/"):
+        page.goto(f"{served.base}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+        assert_accessible(page)
+    context.close()
+
+
+def test_the_forced_password_change_page_is_accessible(served: Served, browser) -> None:
+    with served.instance.runtime.sessions.begin() as session:
+        users.add_agent(session, "newbie@example.com", name="Newbie", password=PASSWORD,
+                        must_change_password=True)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{served.base}/login")
+    page.fill("#email", "newbie@example.com")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{served.base}/password")
     assert_accessible(page)
     context.close()

@@ -206,13 +206,13 @@ def test_other_viewers_are_named_while_their_page_is_open(instance: Instance) ->
     result = instance.deliver(mail("Presence", "Who is here?"))
     bob, carol = instance.client(AGENT), instance.client(OTHER)
     bob.page(f"/tickets/{result.ticket}")
-    assert "Bob Agent is viewing this ticket too." in carol.page(f"/tickets/{result.ticket}").html
+    assert "Bob Agent is also viewing this ticket." in carol.page(f"/tickets/{result.ticket}").html
     state = bob.post(f"/tickets/{result.ticket}/presence", {"composing": "1"}, status=200)
     assert state.get_json()["viewers"] == [{"name": "Carol Agent", "composing": False}]
     assert carol.post(f"/tickets/{result.ticket}/presence", status=200).get_json()[
         "viewers"] == [{"name": "Bob Agent", "composing": True}]
     bob.post(f"/tickets/{result.ticket}/presence", {"leave": "1"}, status=200)
-    assert "Bob Agent is viewing" not in carol.page(f"/tickets/{result.ticket}").html
+    assert "Bob Agent is also viewing" not in carol.page(f"/tickets/{result.ticket}").html
 
 
 def test_canned_responses_fill_in_ticket_and_contact(instance: Instance) -> None:

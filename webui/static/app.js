@@ -140,9 +140,9 @@
       const answer = await fetch(url, { method: "POST", body: form(), headers: { "X-CSRFToken": csrf() } });
       if (!answer.ok) return;
       const state = await answer.json();
-      const text = state.viewers.map((v) => v.name + (v.composing ? " is replying" : " is viewing")).join(", ");
+      const text = state.viewers.map((v) => v.name + " is also " + (v.composing ? "replying to" : "viewing") + " this ticket.").join(" ");
       if (note) {
-        note.textContent = text ? text + " this ticket too." : "";
+        note.textContent = text;
         note.classList.toggle("shown", Boolean(text));
       }
       if (arrived && state.newest > Number(ticket.dataset.newest)) arrived.hidden = false;
