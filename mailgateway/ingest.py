@@ -34,7 +34,7 @@ from mailgateway.parse import NotAMessage, ParsedMail, parse
 from mailgateway.runtime import Runtime
 from models.bounces import record_bounce
 from models.errors import NotFound
-from models.inbound import RawReceipt, get_raw, record_raw, settle
+from models.inbound import RawReceipt, get_raw, record_raw, save_settled, settle
 from models.queues import queue_named
 from models.schema import Direction, Message, Queue, RawMail, RawState, Ticket
 from models.tickets import (
@@ -253,7 +253,7 @@ def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, ca
     known = dict(session.execute(select(Message.dedup_key, Message.ticket_id)
                                  .where(Message.dedup_key.in_(keys))).all()) if keys else {}
     for item in pending:
-        raw = session.merge(item.raw, load=False)
+        raw = item.raw  # detached: settled here, written for the whole batch at the end
         if item.result is not None:  # quarantined while parsing
             settle(raw, RawState.QUARANTINED, item.result.reason)
             continue
@@ -264,6 +264,7 @@ def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, ca
         item.result = _store_one(session, settings, raw, item, careful=careful)
         if item.result.action in ("created", "appended"):
             known[key] = item.result.ticket
+    save_settled(session, [item.raw for item in pending])
 
 
 def _store_one(session: Session, settings: Settings, raw: RawMail, item: Work, *,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -55,6 +55,17 @@ def settle(raw: RawMail, state: RawState, reason: str = "", *, ticket_id: int | 
         raw.header_subject = subject[:1000]
     if sender:
         raw.header_from = sender[:320]
+
+
+def save_settled(session: Session, raws: Sequence[RawMail]) -> None:
+    """Write what became of a batch of receipts in one executemany, not one UPDATE per
+    message riding along each message's flush."""
+    if raws:
+        session.execute(update(RawMail), [
+            {"id": r.id, "state": r.state, "reason": r.reason, "ticket_id": r.ticket_id,
+             "attempts": r.attempts, "header_message_id": r.header_message_id,
+             "header_subject": r.header_subject, "header_from": r.header_from}
+            for r in raws])
 
 
 def quarantined(session: Session, *, limit: int = 500) -> list[RawMail]:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, exists, func, or_, select
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from models.schema import (
     Agent,
@@ -27,10 +27,14 @@ from models.schema import (
 )
 from models.search import matching_ticket_ids
 
+# what a list of tickets shows besides the ticket itself, loaded with it (no N+1)
+TICKET_LIST = (joinedload(Ticket.queue), joinedload(Ticket.requester),
+               joinedload(Ticket.assignee), selectinload(Ticket.tags))
+
 
 def all_tickets(session: Session) -> list[Ticket]:
     return list(session.scalars(
-        select(Ticket).options(selectinload(Ticket.tags)).order_by(Ticket.id)))
+        select(Ticket).options(*TICKET_LIST).order_by(Ticket.id)))
 
 
 def ticket_messages(session: Session, ticket_id: int) -> list[Message]:
@@ -53,7 +57,7 @@ def ticket_participants(session: Session, ticket_id: int) -> list[Participant]:
 def recent_tickets(session: Session, *, limit: int) -> list[Ticket]:
     return list(session.scalars(
         select(Ticket).where(Ticket.merged_into_id.is_(None))
-        .options(selectinload(Ticket.tags))
+        .options(*TICKET_LIST)
         .order_by(Ticket.updated_at.desc(), Ticket.id.desc()).limit(limit)))
 
 
@@ -234,7 +238,7 @@ def _filtered(session: Session, flt: InboxFilter, agent_id: int) -> Select:
     query = (select(Ticket, seen.seen_at)
              .outerjoin(seen, and_(seen.ticket_id == Ticket.id, seen.agent_id == agent_id))
              .where(Ticket.merged_into_id.is_(None))
-             .options(selectinload(Ticket.tags)))
+             .options(*TICKET_LIST))
     if flt.statuses:
         query = query.where(Ticket.status.in_(flt.statuses))
     if flt.priority:

@@ -158,9 +158,11 @@ class Ticket(Base):
     solved_at: Mapped[datetime | None] = mapped_column(DateTime)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
-    queue: Mapped[Queue] = relationship(lazy="joined")
-    requester: Mapped[Contact] = relationship(lazy="joined")
-    assignee: Mapped[Agent | None] = relationship(lazy="joined")
+    # loaded on access: ingest touches one ticket at a time and finds queue and people in
+    # the identity map; list queries ask for them with TICKET_PEOPLE (models/queries.py)
+    queue: Mapped[Queue] = relationship()
+    requester: Mapped[Contact] = relationship()
+    assignee: Mapped[Agent | None] = relationship()
     participants: Mapped[list[Participant]] = relationship(
         cascade="all, delete-orphan", order_by="Participant.role.desc()")
     tags: Mapped[list[Tag]] = relationship(secondary="ticket_tag", order_by="Tag.name")
