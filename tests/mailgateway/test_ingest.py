@@ -14,7 +14,7 @@ from mailgateway.config import load_settings
 from mailgateway.ingest import Source, receive_batch, retry_quarantined
 from mailgateway.runtime import Runtime, open_runtime
 from models.inbound import quarantined
-from models.schema import Message, RawMail, RawState, Ticket
+from models.schema import Message, Outbox, RawMail, RawState, Ticket
 from models.tickets import PENDING, change_status_quietly, get_ticket
 from tests.conftest import write_config
 from tests.mailgateway.ingest_support import (
@@ -234,10 +234,13 @@ def pending_ticket(runtime: Runtime) -> int:
     return ticket_id
 
 
-def _waiting(runtime: Runtime, ticket_id: int) -> tuple[str, object, object]:
+def _waiting(runtime: Runtime, ticket_id: int) -> tuple[str, object, object, int]:
+    """What a robot must not change: status, the waiting-on-customer clock, and the mail
+    we send (no acknowledgement or notice may answer a robot)."""
     with runtime.sessions() as session:
         found = session.get(Ticket, ticket_id)
-        return found.status, found.last_customer_at, found.updated_at
+        queued = session.scalar(select(func.count()).select_from(Outbox))
+        return found.status, found.last_customer_at, found.updated_at, queued
 
 
 def test_an_out_of_office_reply_is_stored_without_touching_the_ticket(
@@ -281,6 +284,7 @@ def test_a_mailing_list_post_is_a_robot(runtime: Runtime) -> None:
     assert inbound(shown)[0]["auto"] == "list"
     with runtime.sessions() as session:
         assert session.get(Ticket, result.ticket).last_customer_at is None
+        assert session.scalar(select(func.count()).select_from(Outbox)) == 0  # no ack
 
 
 def test_a_person_asking_out_of_office_is_not_a_robot(runtime: Runtime) -> None:
@@ -289,6 +293,7 @@ def test_a_person_asking_out_of_office_is_not_a_robot(runtime: Runtime) -> None:
     assert message["subject"] == "Out of office?" and message["auto"] is None
     with runtime.sessions() as session:
         assert session.get(Ticket, result.ticket).last_customer_at is not None
+        assert session.scalars(select(Outbox.kind)).all() == ["acknowledgement"]
 
 
 # -- reply text -----------------------------------------------------------------------------
