@@ -117,6 +117,9 @@ def mark_sent(session: Session, claim: Claim, *, note: str = "",
         return False
     row.state, row.sent_at, row.lease_until = OutboxState.SENT, now or utcnow(), None
     row.last_error = note[:ERROR_CHARS]
+    if row.message_row_id:  # the conversation shows when our mail left
+        session.execute(update(Message).where(Message.id == row.message_row_id)
+                        .values(sent_at=row.sent_at).execution_options(synchronize_session=False))
     return True
 
 

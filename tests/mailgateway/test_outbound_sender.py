@@ -22,7 +22,7 @@ from mailgateway.runtime import Runtime
 from mailgateway.sender import DirectoryTransport, Sender
 from models.events import EventKind
 from models.replies import queue_reply
-from models.schema import Outbox, OutboxState, utcnow
+from models.schema import Message, Outbox, OutboxState, utcnow
 from models.tickets import get_ticket, open_ticket
 from models.users import find_agent
 from tests.mailgateway.relay import Relay, gateway, running, wait_until
@@ -60,6 +60,9 @@ def test_451_then_250_gets_exactly_one_delivery(tmp_path: Path, database_url: st
         [delivery] = relay.delivered
         assert delivery.mail["Message-ID"] == row.rfc_message_id
         assert state(runtime, oid).state == OutboxState.SENT and relay.attempts == 2
+        sent_at = state(runtime, oid).sent_at
+        with runtime.sessions() as s:
+            assert s.get(Message, row.message_row_id).sent_at == sent_at  # shown on the ticket
 
 
 def test_550_fails_the_mail_with_the_relays_answer(tmp_path: Path, database_url: str) -> None:
