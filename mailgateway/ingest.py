@@ -246,60 +246,107 @@ def commit_messages(runtime: Runtime, work: Sequence[Work]) -> None:
             _store_all(session, runtime.settings, work, careful=True)
 
 
+@dataclass
+class _Placed:
+    """A message stored in this batch, awaiting the batch's flush for its ids."""
+
+    item: Work
+    placement: Placement
+    ticket: Ticket
+    created: bool
+
+
+@dataclass
+class _Unflushed:
+    """What this batch stored but has not flushed: a message that refers to one of these
+    flushes first, so threading sees it; every other message waits for one flush."""
+
+    tickets: dict[str, Ticket] = field(default_factory=dict)  # dedup key -> its ticket
+    parents: set[str] = field(default_factory=set)  # In-Reply-To of the stored messages
+
+    def needs_flush(self, mail: ParsedMail, verdict: Verdict) -> bool:
+        refs = [mail.in_reply_to, *mail.references]
+        return (verdict.auto == "bounce" or any(r in self.tickets for r in refs if r)
+                or mail.message_id in self.parents)
+
+    def add(self, mail: ParsedMail, ticket: Ticket) -> None:
+        self.tickets[mail.dedup_key] = ticket
+        if mail.in_reply_to:
+            self.parents.add(mail.in_reply_to)
+
+
 def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, careful: bool
                ) -> None:
     pending = [i for i in work if i.result is None or i.result.action == "quarantined"]
     keys = [i.mail.dedup_key for i in pending if i.mail is not None]
     known = dict(session.execute(select(Message.dedup_key, Message.ticket_id)
                                  .where(Message.dedup_key.in_(keys))).all()) if keys else {}
-    for item in pending:
-        raw = item.raw  # detached: settled here, written for the whole batch at the end
-        if item.result is not None:  # quarantined while parsing
-            settle(raw, RawState.QUARANTINED, item.result.reason)
-            continue
-        key = item.mail.dedup_key
-        if key in known:
-            item.result = _duplicate(raw, item.mail, known[key])
-            continue
-        item.result = _store_one(session, settings, raw, item, careful=careful)
-        if item.result.action in ("created", "appended"):
-            known[key] = item.result.ticket
+    unflushed, placed = _Unflushed(), []
+    with session.no_autoflush:
+        for item in pending:
+            raw = item.raw  # detached: settled here, written for the whole batch at the end
+            if item.result is not None:  # quarantined while parsing
+                settle(raw, RawState.QUARANTINED, item.result.reason)
+                continue
+            mail = item.mail
+            if mail.dedup_key in unflushed.tickets or unflushed.needs_flush(mail, item.verdict):
+                session.flush()
+                known.update({k: t.id for k, t in unflushed.tickets.items()})
+                unflushed = _Unflushed()
+            if mail.dedup_key in known:
+                item.result = _duplicate(raw, mail, known[mail.dedup_key])
+                continue
+            outcome = _store_one(session, settings, raw, item, careful=careful)
+            if isinstance(outcome, _Placed):
+                placed.append(outcome)
+                unflushed.add(mail, outcome.ticket)
+            else:
+                item.result = outcome
+    session.flush()
+    for done in placed:
+        done.item.result = _stored(done)
     save_settled(session, [item.raw for item in pending])
 
 
 def _store_one(session: Session, settings: Settings, raw: RawMail, item: Work, *,
-               careful: bool) -> IngestResult:
+               careful: bool) -> IngestResult | _Placed:
     mail, verdict = item.mail, item.verdict
-    facts = {"message_id": mail.message_id, "subject": mail.subject, "sender": mail.from_address}
     reason = ignore_reason(mail, verdict, settings)
     if reason:
-        settle(raw, RawState.IGNORED, reason, **facts)
+        settle(raw, RawState.IGNORED, reason, message_id=mail.message_id, subject=mail.subject,
+               sender=mail.from_address)
         return IngestResult("ignored", None, mail.message_id, reason, raw.id)
     if not careful:
-        placement, ticket, created = _thread_and_store(session, settings, raw, item)
-    else:
-        try:
-            with session.begin_nested():
-                placement, ticket, created = _thread_and_store(session, settings, raw, item)
-        except IntegrityError as error:
-            ticket_id = session.scalar(
-                select(Message.ticket_id).where(Message.dedup_key == mail.dedup_key))
-            if ticket_id is not None:
-                return _duplicate(raw, mail, ticket_id)
-            return _quarantine(raw, mail, error)  # another constraint: not a duplicate
-        except DATABASE_TROUBLE:
-            raise  # not this message's fault
-        except Exception as error:  # noqa: BLE001 -- edge: quarantine with the reason
-            log.exception("cannot store message %s (raw %s)", mail.message_id, raw.id)
-            return _quarantine(raw, mail, error)
-    settle(raw, RawState.STORED, placement.rule, ticket_id=ticket.id, **facts)
-    log.info("message %s %s ticket %s (%s)", mail.message_id, "opened" if created else
-             "appended to", ticket.id, placement.rule)
+        return _Placed(item, *_thread_and_store(session, settings, raw, item))
+    try:
+        with session.begin_nested():
+            return _Placed(item, *_thread_and_store(session, settings, raw, item))
+    except IntegrityError as error:
+        ticket_id = session.scalar(
+            select(Message.ticket_id).where(Message.dedup_key == mail.dedup_key))
+        if ticket_id is not None:
+            return _duplicate(raw, mail, ticket_id)
+        return _quarantine(raw, mail, error)  # another constraint: not a duplicate
+    except DATABASE_TROUBLE:
+        raise  # not this message's fault
+    except Exception as error:  # noqa: BLE001 -- edge: quarantine with the reason
+        log.exception("cannot store message %s (raw %s)", mail.message_id, raw.id)
+        return _quarantine(raw, mail, error)
+
+
+def _stored(done: _Placed) -> IngestResult:
+    """The answer for a stored message, once the flush has given its ticket an id."""
+    mail, verdict, placement, ticket = (done.item.mail, done.item.verdict, done.placement,
+                                        done.ticket)
+    settle(done.item.raw, RawState.STORED, placement.rule, ticket_id=ticket.id,
+           message_id=mail.message_id, subject=mail.subject, sender=mail.from_address)
+    log.info("message %s %s ticket %s (%s)", mail.message_id,
+             "opened" if done.created else "appended to", ticket.id, placement.rule)
     why = f"{placement.rule}: {placement.ref}" if placement.ref else placement.rule
     if verdict.auto:
         why += f"; automatic ({verdict.reason})"
-    return IngestResult("created" if created else "appended", ticket.id, mail.message_id,
-                        why, raw.id)
+    return IngestResult("created" if done.created else "appended", ticket.id, mail.message_id,
+                        why, done.item.raw.id)
 
 
 def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: Work
@@ -319,10 +366,12 @@ def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: 
     if placement.ticket_id is None:
         queue = _queue(session, route(mail, item.source, settings))
         ticket, message = open_ticket(session, draft, queue=queue,
-                                      priority=settings.tickets.default_priority, cc=cc)
+                                      priority=settings.tickets.default_priority, cc=cc,
+                                      flush=False)
     else:
         ticket = get_ticket(session, placement.ticket_id)
-        message = add_customer_message(session, ticket, draft, cc=[] if verdict.auto else cc)
+        message = add_customer_message(session, ticket, draft, cc=[] if verdict.auto else cc,
+                                       flush=False)
     stored = Stored(ticket, message, placement.ticket_id is None, mail, verdict, item.source)
     for follow_up in FOLLOW_UPS:
         follow_up(session, stored, settings)

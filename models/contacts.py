@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,9 @@ def contact_for(session: Session, address: str, name: str = "") -> Contact:
     """The contact for an address, created on first sight; a display name fills a blank one."""
     email = normalize_address(address)
     known = session.info.setdefault("contacts", {})  # per session: one lookup per address
-    contact = known.get(email) or find_contact(session, email)
+    contact = known.get(email)
+    if contact is None or inspect(contact).detached or inspect(contact).transient:
+        contact = find_contact(session, email)  # (a rolled-back savepoint drops new ones)
     if contact is None:
         try:
             with session.begin_nested():

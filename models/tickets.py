@@ -88,6 +88,7 @@ def get_ticket(session: Session, ticket_id: int, *, follow_merge: bool = False) 
 def open_ticket_shell(
     session: Session, *, subject: str, queue: Queue, requester_address: str,
     requester_name: str = "", priority: str = "normal", customer_activity: bool = True,
+    flush: bool = True,
 ) -> Ticket:
     """A ticket with its requester and CREATED event, before any message is on it."""
     requester = contact_for(session, requester_address, requester_name)
@@ -101,27 +102,31 @@ def open_ticket_shell(
     session.add(ticket)
     ticket.participants.append(Participant(contact=requester, role="requester"))
     record_event(session, ticket, EventKind.CREATED, actor=requester, new=queue.name)
-    session.flush()  # one flush per operation: callers get ids, events ride along
+    if flush:  # callers get ids; the ingest path flushes once per batch instead
+        session.flush()
     return ticket
 
 
 def open_ticket(
     session: Session, draft: MessageDraft, *, queue: Queue, priority: str = "normal",
-    cc: list[tuple[str, str]] = (),
+    cc: list[tuple[str, str]] = (), flush: bool = True,
 ) -> tuple[Ticket, Message]:
     """A new ticket from a customer's first message; sender becomes requester, Cc participants."""
     ticket = open_ticket_shell(
         session, subject=draft.subject, queue=queue, requester_address=draft.from_address,
         requester_name=draft.from_name, priority=priority, customer_activity=not draft.auto,
+        flush=False,
     )
     message = _add_message(session, ticket, draft, author=ticket.requester)
     add_participants(session, ticket, cc)
-    session.flush()
+    if flush:
+        session.flush()
     return ticket, message
 
 
 def add_customer_message(
     session: Session, ticket: Ticket, draft: MessageDraft, *, cc: list[tuple[str, str]] = (),
+    flush: bool = True,
 ) -> Message:
     """A customer's mail on an existing ticket: it reopens a pending or solved ticket, unless
     a robot wrote it: robots never change a ticket's state or its waiting-on-customer clock."""
@@ -130,7 +135,8 @@ def add_customer_message(
     if draft.auto:
         record_event(session, ticket, EventKind.AUTO_MESSAGE, actor=author, new=draft.auto,
                      message=message)
-        session.flush()
+        if flush:
+            session.flush()
         return message
     ticket.last_customer_at = ticket.updated_at = utcnow()
     record_event(session, ticket, EventKind.CUSTOMER_MESSAGE, actor=author,
@@ -138,7 +144,8 @@ def add_customer_message(
     if ticket.status in REOPENED_BY_CUSTOMER:
         change_status_quietly(session, ticket, OPEN, actor=author)
     add_participants(session, ticket, cc)
-    session.flush()
+    if flush:
+        session.flush()
     return message
 
 
