@@ -54,19 +54,21 @@ def opened(config: Path) -> Iterator[Runtime]:
     runtime.close()
 
 
-def test_a_piped_reply_threads_and_ticket_show_says_how(config: Path, opened: Runtime) -> None:
+def test_a_piped_reply_threads_and_ticket_show_says_how(
+        tmp_path: Path, config: Path, opened: Runtime) -> None:
     first = mailgateway(config, "ingest", stdin=eml("thunderbird-new-ticket"))
     assert first.returncode == 0, first.stderr
     assert json_lines(first) == [{"action": "created", "ticket": 1, "message_id": FIRST_MAIL,
                                   "reason": "new", "raw_id": 1}]
-    reply = mailgateway(config, "ingest", stdin=eml("outlook-reply-all-before-original"))
-    [answer] = json_lines(reply)
-    assert reply.returncode == 0 and (answer["action"], answer["ticket"]) == ("appended", 1)
-    ours = set_header(set_header(eml("human-out-of-office-question"), "From",
-                                 "Support <support@example.com>"),
-                      "Message-ID", "<loop@example.com>")
-    ignored = mailgateway(config, "ingest", stdin=ours)
-    assert ignored.returncode == 0 and json_lines(ignored)[0]["action"] == "ignored"
+    ours = tmp_path / "ours.eml"  # our own mail come back: kept, ignored, still exit 0
+    ours.write_bytes(set_header(set_header(eml("human-out-of-office-question"), "From",
+                                           "Support <support@example.com>"),
+                                "Message-ID", "<loop@example.com>"))
+    more = mailgateway(config, "ingest", str(corpus_path("outlook-reply-all-before-original")),
+                       str(ours))
+    reply, ignored = json_lines(more)
+    assert more.returncode == 0 and (reply["action"], reply["ticket"]) == ("appended", 1)
+    assert (ignored["action"], ignored["ticket"]) == ("ignored", None)
 
     shown = json.loads(mailgateway(config, "ticket", "show", "1", "--json").stdout)
     received = [m for m in shown["messages"] if m["direction"] == "inbound"]
@@ -110,6 +112,7 @@ def test_not_a_message_exits_65_and_waits_in_quarantine(config: Path, opened: Ru
 
     [listed] = json.loads(mailgateway(config, "quarantine", "list", "--json").stdout)
     assert (listed["id"], listed["size"]) == (result["raw_id"], len(garbage))
+    assert listed["reason"] == "not an email message: no header block"
     shown = mailgateway(config, "quarantine", "show", str(listed["id"]), "--raw")
     assert shown.returncode == 0 and shown.stdout == garbage
 
@@ -127,8 +130,6 @@ def test_quarantine_retry_after_the_fix_runs_the_normal_path(
     assert piped.returncode == 0, piped.stderr  # kept, so the MTA must not retry or bounce
     [result] = json_lines(piped)
     assert result["action"] == "quarantined" and "run `mailgateway init`" in result["reason"]
-    listing = mailgateway(config, "quarantine", "list").stdout.decode()
-    assert f"#{result['raw_id']}" in listing and "tom.fischer@fabrikam.example" in listing
 
     fixed = open_runtime(load_settings(config))
     prepare_database(fixed)  # what `mailgateway init` does

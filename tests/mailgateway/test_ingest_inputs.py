@@ -256,7 +256,7 @@ def test_past_the_limits_the_message_is_stored_with_notes_and_the_raw_kept(
 
 def test_nesting_too_deep_to_parse_is_quarantined_not_lost(runtime: Runtime) -> None:
     body = b"Content-Type: text/plain\n\ninnermost\n"
-    for level in range(3000):
+    for level in range(1000):  # past what Python's email parser can recurse into
         body = (b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level)
                 + body + b"\n--b%d--\n" % level)
     data = b"From: x@fabrikam.example\nSubject: nested\nMIME-Version: 1.0\n" + body
