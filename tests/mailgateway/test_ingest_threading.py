@@ -144,6 +144,19 @@ def test_a_ccd_participant_writes_by_subject_tag_after_any_prefix(
     assert placed_on(runtime, ticket_id, data) == ("subject-tag", "[ACME #1]")
 
 
+def test_the_requester_in_capitals_is_still_the_same_person(runtime: Runtime) -> None:
+    """One contact per address, whatever its case; her display name comes from the header."""
+    ticket_id = open_first_ticket(runtime)
+    data = set_header(eml("outlook-mobile-tag-only"), "From",
+                      "\"Berg, Anna\" <Anna.Berg@NORTHWIND.example>")
+    assert placed_on(runtime, ticket_id, data) == ("subject-tag", "[ACME #1]")
+    shown = show(runtime, ticket_id)
+    assert inbound(shown)[-1]["from"] == "anna.berg@northwind.example"
+    assert [(p["address"], p["name"]) for p in shown["participants"]] == [
+        ("anna.berg@northwind.example", "Anna Berg"),
+        ("jonas.weber@northwind.example", "Jonas Weber")]
+
+
 def test_a_stranger_with_the_tag_opens_a_new_ticket_that_records_it(runtime: Runtime) -> None:
     ticket_id = open_first_ticket(runtime)
     assert "gmail.com" in FREEMAIL
