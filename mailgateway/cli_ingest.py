@@ -75,13 +75,15 @@ def _ingest_chunk(config: str, kind: str, chunk: list[tuple[str, bytes]]) -> lis
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--mbox", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--maildir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Worker processes for large imports.")
+@click.option("--jobs", "-j", default=0, type=click.IntRange(0, 64),
+              help="Worker processes; 0 (default): every core for --maildir/--mbox, one else.")
 @pass_context
 def ingest(ctx: Context, files: tuple[Path, ...], mbox: Path | None, maildir: Path | None,
            jobs: int) -> None:
     """Take messages from FILES, an mbox, a Maildir, or standard input."""
     kind = "pipe" if not (files or mbox or maildir) else "import"
+    if jobs == 0:  # parsing runs beside the other process's commits: imports use every core
+        jobs = min(os.cpu_count() or 1, 4) if (mbox or maildir) else 1
     chunks = _chunks(_messages(files, mbox, maildir), BATCH if jobs > 1 else 50)
     progress = _progress(maildir, mbox, files)
     exit_code = 0

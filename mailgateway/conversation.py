@@ -42,6 +42,7 @@ class Placement:
     ticket_id: int | None
     rule: str  # in-reply-to | references | referenced-by | reply-token | subject-tag | new
     ref: str = ""
+    ticket: Ticket | None = None  # loaded already; held so the next step need not reload it
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def place(session: Session, env: Envelope, settings: Settings) -> Placement:
         placement = rule(session, env, settings)
         if placement is not None:
             live = get_ticket(session, placement.ticket_id, follow_merge=True)
-            return Placement(live.id, placement.rule, placement.ref)
+            return Placement(live.id, placement.rule, placement.ref, live)
     return Placement(None, "new", _unmatched_reference(session, env, settings))
 
 

@@ -369,7 +369,7 @@ def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: 
                                       priority=settings.tickets.default_priority, cc=cc,
                                       flush=False)
     else:
-        ticket = get_ticket(session, placement.ticket_id)
+        ticket = placement.ticket or get_ticket(session, placement.ticket_id)
         message = add_customer_message(session, ticket, draft, cc=[] if verdict.auto else cc,
                                        flush=False)
     stored = Stored(ticket, message, placement.ticket_id is None, mail, verdict, item.source)
