@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from mailgateway.config import SmtpSettings, secret_from_env
@@ -112,6 +113,12 @@ class SmtpHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
+        answer = await self._store(session, envelope)
+        if isinstance(server, LMTP):  # RFC 2033: one answer per accepted recipient
+            return "\r\n".join([answer] * max(1, len(envelope.rcpt_tos)))
+        return answer
+
+    async def _store(self, session, envelope) -> str:  # type: ignore[no-untyped-def]
         data = envelope.original_content or b""
         if len(data) > self.settings.max_message_size:
             return "552 5.3.4 Message too big"
@@ -158,6 +165,13 @@ def free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
+class LmtpController(Controller):
+    """LMTP for an MTA that delivers locally (Postfix lmtp:, Exim's lmtp transport)."""
+
+    def factory(self) -> LMTP:
+        return LMTP(self.handler, **self.SMTP_kwargs)
+
+
 class SmtpListener:
     """The listener and its batcher, started and stopped together."""
 
@@ -174,7 +188,8 @@ class SmtpListener:
             options.update(authenticator=_authenticator(settings), auth_required=True,
                            auth_require_tls=tls is not None)
         self.port = settings.port or free_port(settings.host)
-        self.controller = Controller(self.handler, hostname=settings.host, port=self.port,
+        controller = LmtpController if settings.lmtp else Controller
+        self.controller = controller(self.handler, hostname=settings.host, port=self.port,
                                      **options)
 
     def start(self) -> None:
