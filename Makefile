@@ -45,6 +45,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/inbox.py
 
 ## make screenshots: refresh docs/screenshots/*.png (inbox, ticket, composer) from the browser tests
 screenshots: $(STAMP) system-packages

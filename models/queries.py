@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select
-from sqlalchemy.orm import Session, aliased, joinedload, selectinload
+from sqlalchemy import Select, and_, exists, func, literal_column, or_, select
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from models.schema import (
     Agent,
@@ -25,7 +25,7 @@ from models.schema import (
     TicketView,
     utcnow,
 )
-from models.search import matching_ticket_ids
+from models.search import ticket_matches
 
 # what a list of tickets shows besides the ticket itself, loaded with it (no N+1)
 TICKET_LIST = (joinedload(Ticket.queue), joinedload(Ticket.requester),
@@ -153,7 +153,7 @@ class InboxFilter:
     unassigned: bool = False
     tag: str | None = None
     text: str = ""
-    sort: str = "updated"  # updated | created | priority
+    sort: str = "updated"  # updated | created (id order: ids are given at creation) | priority
 
 
 @dataclass(frozen=True)
@@ -188,21 +188,25 @@ def inbox_page(session: Session, flt: InboxFilter, *, agent_id: int, priorities:
                after: str | None = None, before: str | None = None, limit: int = 50
                ) -> InboxPage:
     """One page in keyset order: every page, however deep, is an index range, never an OFFSET.
-    `after` continues to older tickets, `before` goes back to newer ones."""
+    `after` continues to older tickets, `before` goes back to newer ones. The ids come from
+    the indexes alone; only the page's tickets are loaded, with their people and tags."""
     forward = before is None
-    key = _parse_cursor(after if forward else before, priority=flt.sort == "priority")
-    query = _filtered(session, flt, agent_id)
+    key = _parse_cursor(after if forward else before, flt.sort)
+    query = _filtered(session, flt)
     if flt.sort == "priority":
-        found = _by_priority(session, query, list(priorities), key, forward, limit + 1)
+        ids = _by_priority(session, query, list(priorities), key, forward, limit + 1)
     else:
-        column = Ticket.created_at if flt.sort == "created" else Ticket.updated_at
-        found = _keyset(session, query, column, key, forward, limit + 1)
-    more, found = len(found) > limit, found[:limit]
+        ids = _keyset(session, query, key, forward, limit + 1, by_id=flt.sort == "created")
+    more, ids = len(ids) > limit, ids[:limit]
     if not forward:
-        found.reverse()
-    rows = [InboxRow(ticket, _unread(ticket, seen)) for ticket, seen in found]
-    if not rows:
-        return InboxPage(rows, None, None)
+        ids.reverse()
+    if not ids:
+        return InboxPage([], None, None)
+    tickets = {t.id: t for t in session.scalars(
+        select(Ticket).where(Ticket.id.in_(ids)).options(*TICKET_LIST))}
+    seen = dict(session.execute(select(TicketView.ticket_id, TicketView.seen_at).where(
+        TicketView.agent_id == agent_id, TicketView.ticket_id.in_(ids))).all())
+    rows = [InboxRow(tickets[i], _unread(tickets[i], seen.get(i))) for i in ids]
     has_newer = (key is not None) if forward else more
     has_older = more if forward else True
     return InboxPage(rows, _cursor(rows[0].ticket, flt, priorities) if has_newer else None,
@@ -233,14 +237,12 @@ def newest_activity(session: Session) -> datetime | None:
     return session.scalar(select(func.max(Ticket.updated_at)))
 
 
-def _filtered(session: Session, flt: InboxFilter, agent_id: int) -> Select:
-    seen = aliased(TicketView)
-    query = (select(Ticket, seen.seen_at)
-             .outerjoin(seen, and_(seen.ticket_id == Ticket.id, seen.agent_id == agent_id))
-             .where(Ticket.merged_into_id.is_(None))
-             .options(*TICKET_LIST))
-    if flt.statuses:
-        query = query.where(Ticket.status.in_(flt.statuses))
+def _filtered(session: Session, flt: InboxFilter) -> Select:
+    query = select(Ticket.id).where(Ticket.merged_into_id.is_(None))
+    if len(flt.statuses) == 1:
+        query = query.where(Ticket.status == flt.statuses[0])
+    elif flt.statuses:
+        query = query.where(_unindexed(session, Ticket.status).in_(flt.statuses))
     if flt.priority:
         query = query.where(Ticket.priority == flt.priority)
     if flt.queue_id is not None:
@@ -253,26 +255,39 @@ def _filtered(session: Session, flt: InboxFilter, agent_id: int) -> Select:
         query = query.where(exists().where(
             TicketTag.ticket_id == Ticket.id, TicketTag.tag_id == Tag.id,
             Tag.name == flt.tag.strip().lower()))
-    matching = matching_ticket_ids(session, flt.text)
+    matching = ticket_matches(session, flt.text)
     if matching is not None:
-        query = query.where(Ticket.id.in_(matching))
+        query = query.where(matching)
     return query
 
 
-def _keyset(session: Session, query: Select, column: Any, key: tuple | None, forward: bool,
-            limit: int) -> list[tuple[Ticket, datetime | None]]:
+def _unindexed(session: Session, column: Any) -> Any:
+    """SQLite: `+column`, which its planner may not look up by index. For several statuses,
+    the (status, updated_at) index yields each status in order but not all of them together:
+    SQLite would sort every open ticket for one page. Walking an index in updated_at order
+    and skipping the other statuses stops after about a page."""
+    if session.get_bind().dialect.name != "sqlite":
+        return column
+    return literal_column(f"+{column.table.name}.{column.name}", column.type)
+
+
+def _keyset(session: Session, query: Select, key: tuple | None, forward: bool, limit: int, *,
+            by_id: bool = False) -> list[int]:
+    """Ids in (updated_at, id) order, or in id order (creation) when by_id."""
+    column = Ticket.id if by_id else Ticket.updated_at
     if key is not None:
-        moment, ticket_id = key[-2:]
-        if forward:
-            query = query.where(or_(column < moment, and_(column == moment, Ticket.id < ticket_id)))
-        else:
-            query = query.where(or_(column > moment, and_(column == moment, Ticket.id > ticket_id)))
+        moment, ticket_id = (None, key[-1]) if by_id else key[-2:]
+        older = Ticket.id < ticket_id if forward else Ticket.id > ticket_id
+        if not by_id:
+            before = column < moment if forward else column > moment
+            older = or_(before, and_(column == moment, older))
+        query = query.where(older)
     order = (column.desc(), Ticket.id.desc()) if forward else (column.asc(), Ticket.id.asc())
-    return [tuple(row) for row in session.execute(query.order_by(*order).limit(limit))]
+    return list(session.scalars(query.order_by(*order[: 1 if by_id else 2]).limit(limit)))
 
 
 def _by_priority(session: Session, query: Select, priorities: list[str], key: tuple | None,
-                 forward: bool, limit: int) -> list[tuple[Ticket, datetime | None]]:
+                 forward: bool, limit: int) -> list[int]:
     """Most urgent first: one indexed (priority, updated_at) range per priority, walked in
     rank order until the page is full, instead of sorting every ticket by a CASE."""
     top = len(priorities) - 1
@@ -280,35 +295,37 @@ def _by_priority(session: Session, query: Select, priorities: list[str], key: tu
         key = None
     start = top if key is None else key[0]
     ranks = range(start, -1, -1) if forward else range(start, top + 1)
-    found: list[tuple[Ticket, datetime | None]] = []
+    found: list[int] = []
     for rank in ranks:
         within = query.where(Ticket.priority == priorities[rank])
-        found += _keyset(session, within, Ticket.updated_at,
-                         key if key is not None and rank == key[0] else None, forward,
-                         limit - len(found))
+        found += _keyset(session, within, key if key is not None and rank == key[0] else None,
+                         forward, limit - len(found))
         if len(found) >= limit:
             break
     return found
 
 
 def _cursor(ticket: Ticket, flt: InboxFilter, priorities: Sequence[str]) -> str:
-    moment = ticket.created_at if flt.sort == "created" else ticket.updated_at
-    parts = [moment.isoformat(), str(ticket.id)]
+    if flt.sort == "created":
+        return str(ticket.id)
+    parts = [ticket.updated_at.isoformat(), str(ticket.id)]
     if flt.sort == "priority":
         rank = priorities.index(ticket.priority) if ticket.priority in priorities else 0
         parts.insert(0, str(rank))
     return CURSOR_SEPARATOR.join(parts)
 
 
-def _parse_cursor(cursor: str | None, *, priority: bool) -> tuple | None:
+def _parse_cursor(cursor: str | None, sort: str) -> tuple | None:
     """The key a cursor names; a damaged or foreign cursor means the first page."""
     if not cursor:
         return None
     parts = cursor.split(CURSOR_SEPARATOR)
     try:
-        if priority and len(parts) == 3:
+        if sort == "created" and len(parts) == 1:
+            return (int(parts[0]),)
+        if sort == "priority" and len(parts) == 3:
             return int(parts[0]), datetime.fromisoformat(parts[1]), int(parts[2])
-        if not priority and len(parts) == 2:
+        if sort == "updated" and len(parts) == 2:
             return datetime.fromisoformat(parts[0]), int(parts[1])
     except ValueError:
         pass

@@ -139,6 +139,8 @@ class Ticket(Base):
         Index("ix_ticket_queue_updated", "queue_id", "updated_at"),
         Index("ix_ticket_assignee_updated", "assignee_id", "updated_at"),
         Index("ix_ticket_priority_updated", "priority", "updated_at"),  # inbox sorted by priority
+        # the inbox's sidebar counts, read from this index alone (no table rows)
+        Index("ix_ticket_counts", "status", "queue_id", "assignee_id", "merged_into_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     subject: Mapped[str] = mapped_column(Text, default="")

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mailgateway.cli_setup import prepare_database
 from mailgateway.config import load_settings
 from mailgateway.runtime import open_runtime
+from models import users
 from models.schema import Outbox
 from tests.conftest import write_config
 from tests.webui.browser import assert_accessible, log_in, screenshot
@@ -65,14 +67,16 @@ def gateway(tmp_path_factory, module_database_url: str) -> Iterator[Gateway]:
     web, smtp = free_port(), free_port()
     config = write_config(folder, module_database_url, smtp={"port": smtp},
                           web={"port": web, "threads": 4})
-    run = [str(MAILGATEWAY), "--config", str(config)]
-    subprocess.run([*run, "init"], env=ENV, check=True, capture_output=True, timeout=60)
-    subprocess.run([*run, "agent", "add", ADMIN, "--name", "Eve Admin", "--admin",
-                    "--password-stdin"], input=f"{PASSWORD}\n", text=True, env=ENV, check=True,
-                   capture_output=True, timeout=60)
+    runtime = open_runtime(load_settings(config))
+    prepare_database(runtime)  # what `mailgateway init` does, without a second process start
+    with runtime.sessions.begin() as session:
+        users.add_agent(session, ADMIN, name="Eve Admin", admin=True, password=PASSWORD,
+                        must_change_password=False)
+    runtime.close()
     log = folder / "run.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([*run, "run"], stdout=out, stderr=subprocess.STDOUT, env=ENV)
+        process = subprocess.Popen([str(MAILGATEWAY), "--config", str(config), "run"],
+                                   stdout=out, stderr=subprocess.STDOUT, env=ENV)
     try:
         wait_for(process, (web, smtp), log)
         yield Gateway(f"http://127.0.0.1:{web}", smtp, config, load_settings(config).outbound.path)

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from models import changes
+from models import changes, search
 from models.events import EventKind
 from models.schema import Agent, Event, Ticket, utcnow
 from models.tickets import open_ticket_shell
@@ -111,6 +111,19 @@ def test_search_finds_words_of_subject_body_and_the_requester_address(instance: 
         client.page("/?q=" + hostile.replace("&", "%26"))  # plain words, never query syntax
 
 
+def test_a_common_word_finds_the_same_tickets_by_walking_them_in_order(
+        instance: Instance, monkeypatch) -> None:
+    """SQLite walks the tickets and probes their messages when a word matches very many
+    messages (search.COMMON); the answer must not depend on which way was taken."""
+    made = [instance.deliver(mail(f"Walrus {n}", f"A walrus report, number {n}.")).ticket
+            for n in range(3)]
+    client = instance.client()
+    listed = ids(client.page("/?q=walrus").html)
+    monkeypatch.setattr(search, "COMMON", 1)
+    assert ids(client.page("/?q=walrus").html) == listed == sorted(made, reverse=True)
+    assert ids(client.page("/?q=walrus+number+1").html) == [made[1]]
+
+
 def test_keyset_pages_walk_every_ticket_once_both_ways(instance: Instance) -> None:
     moment = utcnow() - timedelta(days=3)
     made = tickets(instance, 120, tag="paging", updated_at=moment)  # all tied on the sort key
@@ -130,6 +143,15 @@ def test_keyset_pages_walk_every_ticket_once_both_ways(instance: Instance) -> No
     assert back == seen[:100]
     damaged = client.page("/?tag=paging&view=status-new&after=garbage~x").html
     assert ids(damaged) == seen[:50]  # a damaged cursor means the first page
+
+
+def test_created_sort_pages_in_ticket_order(instance: Instance) -> None:
+    made = tickets(instance, 60, tag="creation", updated_at=utcnow() - timedelta(days=9))
+    client = instance.client()
+    first = client.page("/?tag=creation&sort=created").html
+    second = client.page(link(first, "next")).html
+    assert ids(first) + ids(second) == sorted(made, reverse=True)
+    assert ids(client.page(link(second, "prev")).html) == ids(first)
 
 
 def test_priority_sort_pages_through_ranks(instance: Instance) -> None:
