@@ -14,7 +14,6 @@ from models.schema import (
     Agent,
     Direction,
     Event,
-    ImapState,
     Message,
     Outbox,
     OutboxState,
@@ -125,11 +124,6 @@ def outbox_counts(session: Session) -> dict[str, int]:
 def failed_outbox(session: Session, *, limit: int = 100) -> list[Outbox]:
     return list(session.scalars(select(Outbox).where(Outbox.state == OutboxState.FAILED)
                                 .order_by(Outbox.id.desc()).limit(limit)))
-
-
-def mailbox_states(session: Session) -> dict[str, ImapState]:
-    """Each IMAP account's state, by account name."""
-    return {s.account: s for s in session.scalars(select(ImapState).order_by(ImapState.id))}
 
 
 def oldest_waiting(session: Session) -> datetime | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from models import inbound, outbox, queries, users
+from models import inbound, mailboxes, outbox, queries, users
 from models.errors import DomainError, NotFound
 from models.schema import Agent
 from webui.extensions import (
@@ -32,7 +32,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 def mail() -> str:
     """At a glance: is mail coming in (SMTP, each IMAP mailbox) and going out (the outbox)?"""
     session = db()
-    states = queries.mailbox_states(session)
+    states = mailboxes.account_states(session)
     return render_template(
         "admin/mail.html", settings=settings(),
         mailboxes=[(account, states.get(account.name)) for account in settings().imap],

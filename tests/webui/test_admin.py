@@ -8,9 +8,9 @@ import re
 import pytest
 from sqlalchemy import select
 
-from models import users
+from models import mailboxes, users
 from models.inbound import RawReceipt, record_raw, settle
-from models.schema import Agent, ImapState, RawMail, RawState, utcnow
+from models.schema import Agent, RawMail, RawState
 from models.store import sha256_hex
 from tests.webui.conftest import ADMIN, AGENT, PASSWORD, Instance, mail
 
@@ -100,13 +100,14 @@ def test_quarantine_lists_the_reason_and_retries_or_deletes(instance: Instance) 
 
 def test_mail_flow_shows_mailboxes_and_the_outbox(instance: Instance) -> None:
     with instance.runtime.sessions.begin() as session:
-        session.add(ImapState(account="support", folder="INBOX", last_uid=0, connected=False,
-                              last_error="AUTHENTICATIONFAILED Invalid credentials",
-                              last_error_at=utcnow(), status={}, taken_day="", taken_today=0))
+        state = mailboxes.folder_state(session, "support", "INBOX")
+        mailboxes.record_connected(session, state, True, mode="idle", folder_messages=42,
+                                   holder="gw1:4242")
+        mailboxes.record_error(session, state, "AUTHENTICATIONFAILED Invalid credentials")
     page = instance.client(ADMIN).page("/admin/").html
     assert "SMTP 127.0.0.1:" in page and "@example.com" in page
     assert "IMAP support" in page and "AUTHENTICATIONFAILED Invalid credentials" in page
-    assert "not connected" in page
+    assert "not connected" in page and "IDLE · 42 in the folder · read by gw1:4242" in page
     assert "Nothing is waiting to go out." in page or "Oldest waiting mail" in page
     settings = instance.client(ADMIN).page("/admin/settings").html
     assert "support@example.com" in settings and "[ACME #123]" in settings
