@@ -15,12 +15,14 @@ from flask_login import login_required
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from models import queries
+from models.errors import NotFound
 from models.replies import queue_reply
-from models.schema import Message
+from models.schema import Message, Ticket
 from models.tickets import AttachmentDraft, add_note, get_ticket
 from webui import canned
 from webui.extensions import db, me, service, settings, wake_sender, write
@@ -49,15 +51,14 @@ def reply(ticket_id: int) -> Response | tuple[str, int]:
         "solved" if form.send_solved.data else None)
     seen = int(form.seen.data) if (form.seen.data or "").isdigit() else 0
     with write() as session:
-        ticket = get_ticket(session, ticket_id)
+        ticket = _locked(session, ticket_id)
         arrived = [] if _submitted(form.key.data) else queries.arrived_since(
             session, ticket.id, seen, agent_id=me().id)
-        if not arrived:
-            message = queue_reply(
-                session, ticket, agent=me(), text=form.text.data or "",
-                tag=settings().tickets.tag, cc=form.cc.data or [], attachments=attachments,
-                status_after=status_after, submission_key=form.key.data)
-    if arrived:
+        message = None if arrived else queue_reply(
+            session, ticket, agent=me(), text=form.text.data or "", tag=settings().tickets.tag,
+            cc=form.cc.data or [], attachments=attachments, status_after=status_after,
+            submission_key=form.key.data)
+    if message is None:
         form.seen.data = str(queries.newest_message_id(db(), ticket.id))
         form.held.data = _sign(attachments)
         return render_ticket(ticket, form=form, held=arrived, kept=attachments, status=409)
@@ -89,6 +90,17 @@ def note(ticket_id: int) -> Response | tuple[str, int]:
 def canned_text(ticket_id: int, name: str) -> Response:
     """A canned response filled in for this ticket, for the page's script to insert."""
     return jsonify(text=canned.render_for(name, get_ticket(db(), ticket_id), me()))
+
+
+def _locked(session: Session, ticket_id: int) -> Ticket:
+    """The ticket, locked until this reply commits: a customer's mail or another agent's
+    reply updates the ticket row too, so it waits, or we wait and then see it. (SQLite's
+    write lock, taken when the transaction began, does the same.)"""
+    ticket = session.scalar(select(Ticket).where(Ticket.id == ticket_id).with_for_update()
+                            .execution_options(populate_existing=True))
+    if ticket is None:
+        raise NotFound(f"no ticket #{ticket_id}")
+    return ticket
 
 
 def _submitted(key: str) -> bool:

@@ -62,6 +62,7 @@ def heartbeat(ticket_id: int) -> Response:
     """The open page says it is still there (or leaving); the answer is who else is, and the
     newest message id so the page can tell the agent something arrived."""
     leaving = request.form.get("leave") == "1"
+    get_ticket(db(), ticket_id)  # 404 for a ticket that is not there
     with write() as session:
         presence.record_view(session, ticket_id, me().id, present=not leaving,
                              composing=request.form.get("composing") == "1")

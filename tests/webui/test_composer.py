@@ -5,13 +5,15 @@ agent has not seen is waiting; failed delivery is shown with the relay's reason 
 from __future__ import annotations
 
 import io
+import threading
 
 from sqlalchemy import select
 
 from models import outbox
 from models.schema import Direction, Message, Outbox, OutboxState, Ticket
-from models.tickets import add_note
+from models.tickets import add_customer_message, add_note
 from models.users import find_agent
+from tests.models.factories import inbound
 from tests.webui.conftest import AGENT, OTHER, Client, Instance, field, mail
 
 
@@ -129,3 +131,25 @@ def test_failed_delivery_shows_the_relays_reason_and_can_be_retried(instance: In
         assert session.get(Outbox, row.id).state == OutboxState.QUEUED
     client.post(f"/tickets/{result.ticket + 1000}/deliveries/{row.id}/retry", status=404)
 
+
+
+def test_a_customer_message_committing_during_the_send_still_holds_it(instance: Instance) -> None:
+    """The check and the queueing happen under the ticket's lock: a customer message whose
+    transaction is open while the agent presses Send is waited for, then seen."""
+    result = instance.deliver(mail("Race", "First question."))
+    client = instance.client(AGENT)
+    form = {**composer(client, result.ticket), "text": "An answer.", "send": "1"}
+    answers: list = []
+    with instance.runtime.sessions.begin() as session:
+        add_customer_message(session, session.get(Ticket, result.ticket),
+                             inbound(text="Wait, one more thing.", subject="Re: Race"))
+        session.flush()  # the ticket row is updated (locked) as ingest would
+        sending = threading.Thread(target=lambda: answers.append(
+            client.post(f"/tickets/{result.ticket}/reply", form)))
+        sending.start()
+        sending.join(timeout=1)
+        assert sending.is_alive()  # the send waits for the customer's transaction
+    sending.join(timeout=30)
+    assert answers[0].status_code == 409
+    assert "Wait, one more thing." in answers[0].get_data(as_text=True)
+    assert replies(instance, result.ticket) == []
