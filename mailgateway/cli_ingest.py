@@ -11,8 +11,9 @@ import json
 import mailbox
 import os
 import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import click
@@ -114,12 +115,20 @@ def _run(ctx: Context, kind: str, chunks: Iterator[list[tuple[str, bytes]]], job
             yield [r.as_json() | {"_65": r.not_a_message} for r in results]
         return
     with ProcessPoolExecutor(jobs) as pool:
-        futures = [pool.submit(_ingest_chunk, str(ctx.settings.path), kind, c) for c in chunks]
-        for future in futures:
-            outcome = future.result()
-            if isinstance(outcome, str):
-                raise TemporaryFailure(outcome)
-            yield outcome
+        window: deque[Future] = deque()  # a few chunks ahead, not the whole import in memory
+        for chunk in chunks:
+            window.append(pool.submit(_ingest_chunk, str(ctx.settings.path), kind, chunk))
+            if len(window) > 2 * jobs:
+                yield _outcome(window.popleft())
+        while window:
+            yield _outcome(window.popleft())
+
+
+def _outcome(future: Future) -> list[dict]:
+    outcome = future.result()
+    if isinstance(outcome, str):
+        raise TemporaryFailure(outcome)
+    return outcome
 
 
 def _open(ctx: Context) -> Runtime:

@@ -213,6 +213,16 @@ def prepare(runtime: Runtime, item: Work) -> None:
                                    item.raw.id)
 
 
+def is_ours(address: str, settings: Settings) -> bool:
+    """An address of ours (a queue, a reply token, anything at a domain we accept): never a
+    participant, or our own replies would be copied to ourselves."""
+    local, _, domain = address.lower().rpartition("@")
+    base = f"{local.partition('+')[0]}@{domain}"
+    domains = {d.lower() for d in settings.smtp.domains}
+    return address.lower() in settings.our_addresses or base in settings.our_addresses or (
+        domain in domains)
+
+
 def ignore_reason(mail: ParsedMail, verdict: Verdict, settings: Settings) -> str:
     """Our own mail coming back is a loop waiting to happen: keep it, act on nothing.
     A bounce from our own domain's mailer-daemon is not ours: it reports a failure."""
@@ -362,7 +372,7 @@ def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: 
             extra.append(report.original_message_id)
     placement = place(session, Envelope(mail, item.source.recipients, tuple(extra)), settings)
     draft = _draft(mail, verdict, placement, raw.id, item.attachments)
-    cc = [(a, n) for n, a in mail.cc if a not in settings.our_addresses]  # (address, name)
+    cc = [(a, n) for n, a in mail.cc if not is_ours(a, settings)]  # (address, name)
     if placement.ticket_id is None:
         queue = _queue(session, route(mail, item.source, settings))
         ticket, message = open_ticket(session, draft, queue=queue,

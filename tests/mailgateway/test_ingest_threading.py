@@ -232,3 +232,18 @@ def show_all_tickets(runtime: Runtime) -> list[int]:
 
     with runtime.sessions() as session:
         return list(session.scalars(select(Ticket.id)))
+
+
+def test_our_own_addresses_in_cc_never_become_participants(runtime: Runtime) -> None:
+    """A customer copying sales@ (a domain we accept) or our reply-token address must not make
+    us a participant: our replies would be copied back to ourselves."""
+    data = set_header(eml("outlook-mobile-tag-only"), "Subject", "Fresh question")
+    data = set_header(data, "Message-ID", "<cc-ours@northwind.example>")
+    newline = b"\r\n" if b"\r\n" in data else b"\n"
+    data = (b"Cc: Sales <sales@example.com>, support+t9-abcdefghij@example.com, "
+            b"Jonas Weber <jonas.weber@northwind.example>" + newline + data)
+    result = deliver(runtime, data)
+    assert result.action == "created"
+    addresses = [p["address"] for p in show(runtime, result.ticket)["participants"]]
+    assert "jonas.weber@northwind.example" in addresses
+    assert not [a for a in addresses if a.endswith("@example.com")], addresses
