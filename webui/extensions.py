@@ -12,7 +12,8 @@ from flask_wtf import CSRFProtect
 from sqlalchemy.orm import Session
 
 from mailgateway.config import Settings
-from models.schema import Agent
+from models import changes, followups
+from models.schema import Agent, Ticket
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -87,6 +88,16 @@ def end_reads() -> None:
 def optional_service(name: str) -> Any:
     """A helper the gateway may or may not pass in (the sender's wake-up), else None."""
     return current_app.extensions["mailgateway"].get(name)
+
+
+def assign_and_notify(session: Session, ticket: Ticket, agent: Agent | None, *, actor: Agent
+                      ) -> None:
+    """The assignment and the assignee's notice in one transaction ([notifications]
+    assigned); without the gateway's follow-up policy (the web app alone) no notice."""
+    event = changes.assign(session, ticket, agent, actor=actor)
+    policy = optional_service("followup_policy")
+    if policy is not None:
+        followups.after_assignment(session, ticket, event, actor=actor, policy=policy)
 
 
 def me() -> Agent:

@@ -13,10 +13,10 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
 from models import queries
-from models.changes import assign, change_status
+from models.changes import change_status
 from models.queries import InboxCounts, InboxFilter
 from models.schema import Agent, Queue, Ticket
-from webui.extensions import db, me, safe_path, settings, write
+from webui.extensions import assign_and_notify, db, me, safe_path, settings, write
 
 bp = Blueprint("inbox", __name__)
 SORTS = {"updated": "Last activity", "created": "Created", "priority": "Priority"}
@@ -135,7 +135,7 @@ def _bulk_action(session: Session, action: str, agent: Agent) -> Callable[[Ticke
             None if value == "none" else session.get(Agent, int(value) if value.isdigit() else 0))
         if value not in ("me", "none") and (target is None or not target.active):
             abort(400)
-        return lambda ticket: assign(session, ticket, target, actor=agent)
+        return lambda ticket: assign_and_notify(session, ticket, target, actor=agent)
     if kind == "status" and value in settings().tickets.statuses:
         return lambda ticket: change_status(session, ticket, value, actor=agent)
     abort(400)

@@ -15,7 +15,7 @@ from models.queues import queue_named
 from models.schema import Agent, Message, Ticket
 from models.tickets import AttachmentDraft, get_ticket
 from webui import canned
-from webui.extensions import db, me, settings, wake_sender, write
+from webui.extensions import assign_and_notify, db, me, settings, wake_sender, write
 from webui.forms import NoteForm, ReplyForm, note_form, reply_form
 from webui.ticket_view import conversation
 
@@ -90,7 +90,7 @@ def properties(ticket_id: int) -> Response:
             _check(queue is not None and form["queue"] in [q.name for q in settings().queues])
             changes.change_queue(session, ticket, queue, actor=agent)
         if "assignee" in form:
-            changes.assign(session, ticket, _assignee(form["assignee"], agent), actor=agent)
+            assign_and_notify(session, ticket, _assignee(form["assignee"], agent), actor=agent)
         if "tags" in form:
             changes.set_tags(session, ticket, form["tags"].replace(",", " ").split(),
                              actor=agent)

@@ -20,6 +20,7 @@ from werkzeug.test import TestResponse
 from mailgateway.cli_setup import prepare_database
 from mailgateway.config import Settings, load_settings
 from mailgateway.ingest import IngestResult, Source, receive, retry_quarantined
+from mailgateway.outbound_steps import followup_policy
 from mailgateway.runtime import Runtime, open_runtime
 from models import users
 from tests.conftest import write_config
@@ -68,7 +69,8 @@ def instance(tmp_path_factory, module_database_url: str) -> Iterator[Instance]:
             users.add_agent(session, email, name=name, admin=admin, password=PASSWORD,
                             must_change_password=False)
     app = create_app(settings, runtime.sessions, store=runtime.store,
-                     retry_quarantined=functools.partial(retry_quarantined, runtime))
+                     retry_quarantined=functools.partial(retry_quarantined, runtime),
+                     followup_policy=followup_policy(settings))
     yield Instance(settings, runtime, app, folder)
     runtime.close()
 

@@ -8,7 +8,7 @@ import re
 from sqlalchemy import func, select
 
 from models.events import EventKind
-from models.schema import Event, Message, Outbox, Ticket
+from models.schema import Agent, Event, Message, Outbox, Ticket
 from tests.webui.conftest import ADMIN, AGENT, OTHER, Instance, mail
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -232,3 +232,23 @@ def test_unknown_ticket_and_message_are_404(instance: Instance) -> None:
     client = instance.client(ADMIN)
     for path in ("/tickets/999999", "/messages/999999/html", "/messages/999999/raw"):
         assert client.raw.get(path).status_code == 404
+
+
+def test_assigning_someone_else_mails_them_a_notice_and_taking_it_yourself_does_not(
+        instance: Instance) -> None:
+    result = instance.deliver(mail("Assign me", "Who takes this?"))
+
+    def notices_to(email: str) -> int:
+        with instance.runtime.sessions() as session:
+            rows = session.scalars(select(Outbox).where(Outbox.ticket_id == result.ticket,
+                                                        Outbox.kind == "notification"))
+            return sum(email in row.recipients for row in rows)
+
+    before = notices_to(OTHER), notices_to(AGENT)
+    client = instance.client(AGENT)
+    with instance.runtime.sessions() as session:
+        carol = session.scalar(select(Agent).where(Agent.email == OTHER))
+    client.post(f"/tickets/{result.ticket}/properties", {"assignee": str(carol.id)}, status=302)
+    assert notices_to(OTHER) == before[0] + 1
+    client.post(f"/tickets/{result.ticket}/properties", {"assignee": "me"}, status=302)
+    assert notices_to(AGENT) == before[1]  # took it themselves: no mail to themselves
