@@ -13,7 +13,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,10 +21,9 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from mailgateway.demo import CONVERSATIONS
-from tests.conftest import DATABASES, POSTGRES_URL, write_config
+from tests.conftest import write_config
 
 MAILGATEWAY = Path(sys.executable).with_name("mailgateway")
 CSRF = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
@@ -157,21 +155,6 @@ def running(folder: Path, database_url: str) -> Iterator[Server]:
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-@pytest.fixture(scope="module", params=DATABASES)
-def module_database_url(request, tmp_path_factory, postgres_admin) -> Iterator[str]:
-    """Like conftest's `database_url`, for a server the tests of this module share."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db')}/test.db"
-        return
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with postgres_admin.connect() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    base = POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1)
-    yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    with postgres_admin.connect() as connection:
-        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 @pytest.fixture(scope="module")
