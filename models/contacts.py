@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import inspect, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.schema import Contact
+from models.db import dialect_insert
+from models.schema import Contact, utcnow
 
 
 def normalize_address(address: str) -> str:
@@ -23,15 +23,13 @@ def contact_for(session: Session, address: str, name: str = "") -> Contact:
     known = session.info.setdefault("contacts", {})  # per session: one lookup per address
     contact = known.get(email)
     if contact is None or inspect(contact).detached or inspect(contact).transient:
-        contact = find_contact(session, email)  # (a rolled-back savepoint drops new ones)
-    if contact is None:
-        try:
-            with session.begin_nested():
-                contact = Contact(email=email, name=name[:200])
-                session.add(contact)
-        except IntegrityError:  # another process created it between our select and insert
-            contact = find_contact(session, email)
-            assert contact is not None
+        contact = find_contact(session, email)  # (a rolled-back savepoint drops cached ones)
+    if contact is None:  # insert-if-absent: a concurrent insert of the same address is fine
+        session.execute(dialect_insert(session)(Contact)
+                        .values(email=email, name=name[:200], created_at=utcnow())
+                        .on_conflict_do_nothing(index_elements=["email"]))
+        contact = find_contact(session, email)
+        assert contact is not None
     if name and not contact.name:
         contact.name = name[:200]
     known[email] = contact

@@ -61,6 +61,15 @@ def make_read_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine.execution_options(read_only=True), expire_on_commit=False)
 
 
+def dialect_insert(session: Session):  # type: ignore[no-untyped-def]
+    """INSERT with ON CONFLICT DO NOTHING for this session's database (SQLite or PostgreSQL):
+    insert-if-absent in one statement, with no savepoint and no flush of pending objects."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from models.db import dialect_insert
 from models.errors import Conflict, NotFound
 from models.schema import RawMail, RawState, utcnow
 
@@ -30,7 +29,7 @@ def record_raw(session: Session, receipts: Sequence[RawReceipt]) -> dict[str, Ra
     """The RawMail row for each receipt, inserted unless the same bytes came before."""
     if not receipts:
         return {}
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = dialect_insert(session)
     now = utcnow()
     rows = {r.sha256: {"sha256": r.sha256, "size": r.size, "source": r.source[:200],
                        "received_at": now, "state": RawState.RECEIVED, "reason": "",
