@@ -16,6 +16,8 @@ The caller acknowledges (SMTP 250, IMAP \\Seen, exit 0) only after this returns.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -233,12 +235,33 @@ def ignore_reason(mail: ParsedMail, verdict: Verdict, settings: Settings) -> str
 
 # -- 4 thread, 5 domain op, 6 follow-ups (one transaction) ---------------------------------
 
+RETRYABLE = {"40P01", "40001"}  # PostgreSQL: deadlock victim, serialization failure
+ATTEMPTS = 4
+
+
 def commit_messages(runtime: Runtime, work: Sequence[Work]) -> None:
-    """One transaction for the batch. Fast path: duplicates known from one query, no
-    savepoints. If the commit still meets the unique dedup_key (a concurrent delivery of
-    the same mail won the race) or any message fails, the batch is redone with a savepoint
-    per message, so only the duplicate or the faulty message is set apart."""
+    """One transaction for the batch. PostgreSQL may abort it as a deadlock's victim when
+    two processes touch the same contacts or tickets in another order: then it simply runs
+    again (nothing of it was committed), a few times, before giving up with 451 / exit 75."""
     answered = [item.result for item in work]
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            _commit_once(runtime, work, answered)
+            return
+        except OperationalError as error:
+            if getattr(error.orig, "sqlstate", None) not in RETRYABLE or attempt == ATTEMPTS:
+                raise
+            log.info("batch of %d aborted by the database (%s); running it again",
+                     len(work), error.orig.sqlstate)
+            _restore(work, answered)
+            time.sleep(random.uniform(0.005, 0.05) * attempt)
+
+
+def _commit_once(runtime: Runtime, work: Sequence[Work], answered: list) -> None:
+    """Fast path: duplicates known from one query, no savepoints. If the commit still meets
+    the unique dedup_key (a concurrent delivery of the same mail won the race) or any message
+    fails, the batch is redone with a savepoint per message, so only the duplicate or the
+    faulty message is set apart."""
     try:
         with runtime.sessions.begin() as session:
             _store_all(session, runtime.settings, work, careful=False)
@@ -246,14 +269,14 @@ def commit_messages(runtime: Runtime, work: Sequence[Work]) -> None:
         raise  # TemporaryFailure for all
     except Exception:  # noqa: BLE001 -- a duplicate or one bad message: find it carefully
         log.warning("batch of %d failed on the fast path; redoing one by one", len(work))
-        redo = True
-    else:
-        redo = False
-    if redo:
-        for item, result in zip(work, answered, strict=True):
-            item.result = result
+        _restore(work, answered)
         with runtime.sessions.begin() as session:
             _store_all(session, runtime.settings, work, careful=True)
+
+
+def _restore(work: Sequence[Work], answered: list) -> None:
+    for item, result in zip(work, answered, strict=True):
+        item.result = result
 
 
 @dataclass
