@@ -37,14 +37,14 @@ TICKET = re.compile(r"ticket (\d+)")
 SWAKS = shutil.which("swaks")
 
 
-def swaks(port: int, data: bytes, folder: Path, *options: str,
-          recipient: str = "support@example.com") -> str:
+def swaks(port: int, data: bytes, folder: Path, *options: str) -> str:
     """swaks delivering the file; its transcript (server lines start with '<-' or '<~')."""
     assert SWAKS, "swaks is missing: `make test` installs it"
     message = folder / f"{uuid.uuid4().hex}.eml"
     message.write_bytes(data)
     done = subprocess.run(
-        [SWAKS, "--server", f"{HOST}:{port}", "--from", "ann@customer.test", "--to", recipient,
+        [SWAKS, "--server", f"{HOST}:{port}", "--from", "ann@customer.test",
+         "--to", "support@example.com",
          "--data", str(message), "--timeout", "30", *options],
         capture_output=True, text=True, timeout=60)
     return done.stdout + done.stderr
