@@ -7,13 +7,16 @@ when the input is not a message at all (it is still kept in quarantine).
 
 from __future__ import annotations
 
+import functools
 import json
 import mailbox
+import multiprocessing
 import os
 import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -25,7 +28,7 @@ from mailgateway.ingest import IngestResult, Source, receive_batch, retry_quaran
 from mailgateway.runtime import Runtime, open_runtime
 from models import inbound
 
-BATCH = 200
+BATCH = 50  # messages per commit; small enough that parallel workers take turns often
 
 
 def _messages(files: Sequence[Path], mbox: Path | None, maildir: Path | None
@@ -57,15 +60,47 @@ def _chunks(items: Iterator[tuple[str, bytes]], size: int) -> Iterator[list[tupl
         yield chunk
 
 
-def _ingest_chunk(config: str, kind: str, chunk: list[tuple[str, bytes]]) -> list[dict] | str:
-    """Worker for --jobs: its own runtime; a TemporaryFailure comes back as its text."""
+class _Turns:
+    """Chunk n commits after chunk n-1, whichever worker holds them: the workers store and
+    parse side by side, the commits stay in the order of the import, so a reply always finds
+    the parent an earlier chunk stored."""
+
+    def __init__(self, condition, counter) -> None:  # type: ignore[no-untyped-def]
+        self.condition, self.counter = condition, counter
+
+    @contextmanager
+    def of(self, index: int) -> Iterator[None]:
+        with self.condition:
+            self.condition.wait_for(lambda: self.counter.value == index)
+        try:
+            yield
+        finally:
+            with self.condition:
+                self.counter.value += 1
+                self.condition.notify_all()
+
+
+_turns: _Turns | None = None  # each worker's, set once by its initializer
+
+
+def _start_worker(condition, counter) -> None:  # type: ignore[no-untyped-def]
+    global _turns
+    _turns = _Turns(condition, counter)
+
+
+def _ingest_chunk(config: str, kind: str, index: int, chunk: list[tuple[str, bytes]]
+                  ) -> list[dict] | str:
+    """Worker for --jobs: its own runtime; a TemporaryFailure comes back as its text (its
+    turn is passed on all the same, so the other workers never wait for it forever)."""
+    turn = functools.partial(_turns.of, index)
     try:
         runtime = open_runtime(load_settings(config))
     except OSError as error:
-        return f"cannot open the message store: {error}"
+        with turn():
+            return f"cannot open the message store: {error}"
     try:
-        return [r.as_json() | {"_65": r.not_a_message} for r in
-                receive_batch(runtime, [(data, Source(kind, name)) for name, data in chunk])]
+        return [r.as_json() | {"_65": r.not_a_message} for r in receive_batch(
+            runtime, [(data, Source(kind, name)) for name, data in chunk], turn=turn)]
     except TemporaryFailure as error:
         return str(error)
     finally:
@@ -85,7 +120,7 @@ def ingest(ctx: Context, files: tuple[Path, ...], mbox: Path | None, maildir: Pa
     kind = "pipe" if not (files or mbox or maildir) else "import"
     if jobs == 0:
         jobs = _automatic_jobs(ctx, bool(mbox or maildir))
-    chunks = _chunks(_messages(files, mbox, maildir), BATCH if jobs > 1 else 50)
+    chunks = _chunks(_messages(files, mbox, maildir), BATCH)
     progress = _progress(maildir, mbox, files)
     exit_code = 0
     try:
@@ -106,10 +141,9 @@ def ingest(ctx: Context, files: tuple[Path, ...], mbox: Path | None, maildir: Pa
 
 
 def _automatic_jobs(ctx: Context, importing: bool) -> int:
-    """SQLite: an import uses every core (up to 4), parsing beside the other process's
-    commits, which SQLite serialises. PostgreSQL: one, because two processes' long batch
-    transactions would wait on the same tickets' row locks (bench/ingest.py: 147 msg/s with
-    two against 247 with one)."""
+    """SQLite: an import uses every core (up to 4), parsing beside the commits, which take
+    turns in import order. PostgreSQL: one; two measured slower there (bench/ingest.py, before
+    the commits took turns: 147 msg/s against 247) and have not been measured again."""
     sqlite = ctx.settings.database.url.startswith("sqlite")
     return min(os.cpu_count() or 1, 4) if importing and sqlite else 1
 
@@ -123,10 +157,12 @@ def _run(ctx: Context, kind: str, chunks: Iterator[list[tuple[str, bytes]]], job
                 runtime, [(data, Source(kind, name)) for name, data in chunk])
             yield [r.as_json() | {"_65": r.not_a_message} for r in results]
         return
-    with ProcessPoolExecutor(jobs) as pool:
+    turns = (multiprocessing.Condition(), multiprocessing.Value("q", 0))
+    with ProcessPoolExecutor(jobs, initializer=_start_worker, initargs=turns) as pool:
         window: deque[Future] = deque()  # a few chunks ahead, not the whole import in memory
-        for chunk in chunks:
-            window.append(pool.submit(_ingest_chunk, str(ctx.settings.path), kind, chunk))
+        for index, chunk in enumerate(chunks):
+            window.append(pool.submit(_ingest_chunk, str(ctx.settings.path), kind, index,
+                                      chunk))
             if len(window) > 2 * jobs:
                 yield _outcome(window.popleft())
         while window:

@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -114,15 +115,19 @@ def receive(runtime: Runtime, data: bytes, source: Source) -> IngestResult:
     return receive_batch(runtime, [(data, source)])[0]
 
 
-def receive_batch(runtime: Runtime, items: Sequence[tuple[bytes, Source]]) -> list[IngestResult]:
-    """Take many messages with two commits in all: the raw receipts, then the messages."""
+def receive_batch(runtime: Runtime, items: Sequence[tuple[bytes, Source]], *,
+                  turn: Callable[[], AbstractContextManager] = nullcontext,
+                  ) -> list[IngestResult]:
+    """Take many messages with two commits in all: the raw receipts, then the messages.
+    `turn` lets parallel importers store and parse at once but commit in order, so every
+    batch's threading sees the batches before it."""
     with _temporary_on_database_errors():
         work = store_raw(runtime, items)
     for item in work:
         if item.result is None:
             prepare(runtime, item)
     _sync_attachments(runtime, work)
-    with _temporary_on_database_errors():
+    with turn(), _temporary_on_database_errors():
         commit_messages(runtime, work)
     return [_repeat_answer(item) if item.same_as else item.result for item in work]
 

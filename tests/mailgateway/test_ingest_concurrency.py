@@ -52,3 +52,29 @@ def test_two_imports_in_opposite_order_both_store_everything(tmp_path: Path,
             assert session.scalar(select(func.count()).select_from(Contact)) == SENDERS
     finally:
         runtime.close()
+
+
+def test_a_parallel_import_threads_exactly_like_a_serial_one(tmp_path: Path,
+                                                              database_url: str) -> None:
+    """Replies sit in later chunks than their parents; workers parse side by side but commit
+    in order, so no reply misses a parent another worker had not committed yet."""
+    box = mailbox.Maildir(tmp_path / "history", create=True)
+    for n in range(300):
+        message = EmailMessage()
+        message["From"] = f"person{n % 30}@customer{n % 30}.example"
+        message["To"] = "support@example.com"
+        message["Subject"] = f"Order {n % 30}"
+        message["Message-ID"] = f"<h{n}@customer.example>"
+        if n >= 30:
+            message["In-Reply-To"] = f"<h{n - 30}@customer.example>"
+        message.set_content(f"Message {n}.")
+        box.add(message)
+    config = write_config(tmp_path, database_url)
+    subprocess.run([sys.executable, "-m", "mailgateway", "--config", str(config), "init"],
+                   check=True, capture_output=True)
+    run = subprocess.run([sys.executable, "-m", "mailgateway", "--config", str(config),
+                          "ingest", "--jobs", "2", "--maildir", str(tmp_path / "history")],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-500:]
+    actions = [line.split('"action": "')[1].split('"')[0] for line in run.stdout.splitlines()]
+    assert actions.count("created") == 30 and actions.count("appended") == 270
