@@ -81,11 +81,19 @@ class _Turns:
 
 
 _turns: _Turns | None = None  # each worker's, set once by its initializer
+_runtime: Runtime | None = None  # each worker's, opened by its first chunk and kept
 
 
 def _start_worker(condition, counter) -> None:  # type: ignore[no-untyped-def]
     global _turns
     _turns = _Turns(condition, counter)
+
+
+def _worker_runtime(config: str) -> Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = open_runtime(load_settings(config))
+    return _runtime
 
 
 def _ingest_chunk(config: str, kind: str, index: int, chunk: list[tuple[str, bytes]]
@@ -94,7 +102,7 @@ def _ingest_chunk(config: str, kind: str, index: int, chunk: list[tuple[str, byt
     turn is passed on all the same, so the other workers never wait for it forever)."""
     turn = functools.partial(_turns.of, index)
     try:
-        runtime = open_runtime(load_settings(config))
+        runtime = _worker_runtime(config)
     except OSError as error:
         with turn():
             return f"cannot open the message store: {error}"
@@ -103,8 +111,6 @@ def _ingest_chunk(config: str, kind: str, index: int, chunk: list[tuple[str, byt
             runtime, [(data, Source(kind, name)) for name, data in chunk], turn=turn)]
     except TemporaryFailure as error:
         return str(error)
-    finally:
-        runtime.close()
 
 
 @cli.command()
