@@ -36,6 +36,7 @@ from mailgateway.outbound_steps import BouncedMail, bounced_outbox, queue_follow
 from mailgateway.parse import NotAMessage, ParsedMail, parse
 from mailgateway.runtime import Runtime
 from models.bounces import record_bounce
+from models.changes import merge
 from models.errors import NotFound
 from models.inbound import RawReceipt, get_raw, record_raw, save_settled, settle
 from models.queues import queue_named
@@ -410,10 +411,30 @@ def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: 
         ticket = placement.ticket or get_ticket(session, placement.ticket_id)
         message = add_customer_message(session, ticket, draft, cc=[] if verdict.auto else cc,
                                        flush=False)
+    adopt_early_replies(session, ticket, mail)
     stored = Stored(ticket, message, placement.ticket_id is None, mail, verdict, item.source)
     for follow_up in FOLLOW_UPS:
         follow_up(session, stored, settings)
     return placement, ticket, stored.created
+
+
+def adopt_early_replies(session: Session, ticket: Ticket, mail: ParsedMail) -> None:
+    """Out of order: a reply stored before this message, its parent, found nothing and opened
+    a ticket of its own. Now that the parent is here and threaded, that ticket is merged into
+    the parent's, so the whole conversation is one ticket as a person would expect."""
+    if not mail.message_id:
+        return
+    # (early replies pending in this batch were flushed: _Unflushed.needs_flush saw the parent)
+    early = session.scalars(
+        select(Ticket).join(Message, Message.ticket_id == Ticket.id)
+        .where(Message.in_reply_to == mail.message_id, Message.threaded_by == "new",
+               Ticket.id != ticket.id, Ticket.merged_into_id.is_(None))).unique().all()
+    if early:
+        session.flush()  # the merge moves rows: pending replies to the orphan must be rows
+    for orphan in early:
+        log.info("ticket %s was opened by an early reply to %s: merged into ticket %s",
+                 orphan.id, mail.message_id, ticket.id)
+        merge(session, orphan, ticket, actor=None)
 
 
 def _queue(session: Session, name: str) -> Queue:

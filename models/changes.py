@@ -64,8 +64,9 @@ def set_tags(session: Session, ticket: Ticket, names: Iterable[str], *, actor: A
                  new=",".join(wanted))
 
 
-def merge(session: Session, source: Ticket, target: Ticket, *, actor: Agent) -> None:
-    """A duplicate's messages and people move to the target, which it then points to; it closes."""
+def merge(session: Session, source: Ticket, target: Ticket, *, actor: Agent | None) -> None:
+    """A duplicate's messages and people move to the target, which it then points to; it closes.
+    Without an actor the gateway did it (a reply that arrived before its parent)."""
     if source.id == target.id:
         raise Conflict("a ticket cannot be merged into itself")
     if target.merged_into_id:

@@ -247,3 +247,30 @@ def test_our_own_addresses_in_cc_never_become_participants(runtime: Runtime) -> 
     addresses = [p["address"] for p in show(runtime, result.ticket)["participants"]]
     assert "jonas.weber@northwind.example" in addresses
     assert not [a for a in addresses if a.endswith("@example.com")], addresses
+
+
+def test_a_reply_that_came_before_its_parent_joins_the_conversation(runtime: Runtime) -> None:
+    """g <- p <- c arriving g, c, p: c finds nothing and opens a ticket; when p arrives it
+    threads onto g's ticket by its own In-Reply-To, and c's ticket is merged into it."""
+    from email.message import EmailMessage
+
+    def mail(mid: str, parent: str | None) -> bytes:
+        message = EmailMessage()
+        message["From"] = "ann@northwind.example"
+        message["To"] = "support@example.com"
+        message["Subject"] = "Printer"
+        message["Message-ID"] = f"<{mid}@northwind.example>"
+        if parent:
+            message["In-Reply-To"] = f"<{parent}@northwind.example>"
+        message.set_content(f"This is {mid}.")
+        return bytes(message)
+
+    g = deliver(runtime, mail("g", None))
+    c = deliver(runtime, mail("c", "p"))
+    assert c.action == "created" and c.ticket != g.ticket  # its parent is not here yet
+    p = deliver(runtime, mail("p", "g"))
+    assert p.ticket == g.ticket
+    shown = show(runtime, g.ticket)
+    assert {m["message_id"] for m in shown["messages"] if m["direction"] == "inbound"} == {
+        "<g@northwind.example>", "<p@northwind.example>", "<c@northwind.example>"}
+    assert show(runtime, c.ticket)["merged_into"] == g.ticket
