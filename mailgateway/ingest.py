@@ -34,6 +34,7 @@ from mailgateway.conversation import Envelope, Placement, place
 from mailgateway.errors import TemporaryFailure
 from mailgateway.outbound_steps import BouncedMail, bounced_outbox, queue_followups
 from mailgateway.parse import NotAMessage, ParsedMail, parse
+from mailgateway.reply_token import base_address
 from mailgateway.runtime import Runtime
 from models.bounces import record_bounce
 from models.changes import merge
@@ -224,11 +225,10 @@ def prepare(runtime: Runtime, item: Work) -> None:
 def is_ours(address: str, settings: Settings) -> bool:
     """An address of ours (a queue, a reply token, anything at a domain we accept): never a
     participant, or our own replies would be copied to ourselves."""
-    local, _, domain = address.lower().rpartition("@")
-    base = f"{local.partition('+')[0]}@{domain}"
     domains = {d.lower() for d in settings.smtp.domains}
-    return address.lower() in settings.our_addresses or base in settings.our_addresses or (
-        domain in domains)
+    return (address.lower() in settings.our_addresses
+            or base_address(address) in settings.our_addresses
+            or address.lower().rpartition("@")[2] in domains)
 
 
 def ignore_reason(mail: ParsedMail, verdict: Verdict, settings: Settings) -> str:
@@ -474,8 +474,7 @@ def route(mail: ParsedMail, source: Source, settings: Settings) -> str:
     """The queue whose address received the mail: envelope first, then To and Cc."""
     by_address = {q.address.lower(): q.name for q in settings.queues}
     for address in [*source.recipients, *(a for _, a in mail.to), *(a for _, a in mail.cc)]:
-        local, _, domain = address.lower().partition("@")
-        for candidate in (f"{local}@{domain}", f"{local.partition('+')[0]}@{domain}"):
+        for candidate in (address.lower(), base_address(address)):
             if candidate in by_address:
                 return by_address[candidate]
     return settings.default_queue.name

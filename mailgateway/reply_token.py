@@ -26,6 +26,12 @@ def _tagged(address: str, marker: str, secret: str) -> str:
     return f"{local}+{marker}-{_mac(secret, marker)}@{domain}"
 
 
+def base_address(address: str) -> str:
+    """support+t12-x@example.com -> support@example.com: the mailbox behind a tagged address."""
+    local, _, domain = address.lower().rpartition("@")
+    return f"{local.partition('+')[0]}@{domain}"
+
+
 def reply_address(queue_address: str, ticket_id: int, secret: str) -> str:
     """The Reply-To for mail on a ticket: the queue's address with a signed ticket tag."""
     return _tagged(queue_address, f"t{ticket_id}", secret)

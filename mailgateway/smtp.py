@@ -25,6 +25,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from mailgateway.config import SmtpSettings, secret_from_env
 from mailgateway.errors import TemporaryFailure
 from mailgateway.ingest import IngestResult, Source, receive_batch
+from mailgateway.reply_token import base_address
 from mailgateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,10 @@ class SmtpHandler:
     batcher: Batcher
 
     def accepts(self, address: str) -> bool:
-        local, _, domain = address.lower().rpartition("@")
-        base = f"{local.partition('+')[0]}@{domain}"
         addresses = {a.lower() for a in self.settings.addresses}
         domains = {d.lower() for d in self.settings.domains}
-        return domain in domains or address.lower() in addresses or base in addresses
+        return (address.lower().rpartition("@")[2] in domains or address.lower() in addresses
+                or base_address(address) in addresses)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
         if not self.accepts(address):
