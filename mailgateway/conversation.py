@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,6 +45,64 @@ class Placement:
     ticket: Ticket | None = None  # loaded already; held so the next step need not reload it
 
 
+@dataclass
+class Known:
+    """What the database holds about a batch's Message-IDs, fetched with one query per batch
+    instead of one per message and rule. An id not fetched yet (the Message-ID a bounce
+    reports) is looked up when a rule asks; messages stored by the batch itself are added
+    after each flush, so the answers stay those the database would give."""
+
+    tickets: dict[str, int] = field(default_factory=dict)  # dedup key -> its ticket
+    replies: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # in_reply_to ->
+    # [(ticket, threaded_by)] of the messages answering it
+    _asked: set[str] = field(default_factory=set)
+    _asked_replies: set[str] = field(default_factory=set)
+    _held: list[Ticket] = field(default_factory=list)  # the identity map holds rows weakly
+
+    def fetch(self, session: Session, mails: Iterable[ParsedMail]) -> None:
+        """Every id the batch's rules will ask about, and the tickets they name."""
+        mails = list(mails)
+        keys = {k for m in mails for k in (m.dedup_key, m.in_reply_to,
+                                             *m.references[-MAX_REFERENCES:]) if k}
+        self.tickets_for(session, keys)
+        self.replies_to(session, [m.message_id for m in mails if m.message_id])
+        ids = set(self.tickets.values()) | {t for rs in self.replies.values() for t, _ in rs}
+        self._held = list(session.scalars(select(Ticket).where(Ticket.id.in_(ids)))) if ids else []
+
+    def tickets_for(self, session: Session, keys: Iterable[str]) -> dict[str, int]:
+        keys = list(dict.fromkeys(keys))
+        missing = [k for k in keys if k not in self._asked]
+        for start in range(0, len(missing), 500):  # under every database's parameter limit
+            part = missing[start:start + 500]
+            self.tickets.update(session.execute(select(Message.dedup_key, Message.ticket_id)
+                                                .where(Message.dedup_key.in_(part))).all())
+            self._asked.update(part)
+        return {k: self.tickets[k] for k in keys if k in self.tickets}
+
+    def replies_to(self, session: Session, message_ids: Sequence[str]) -> None:
+        missing = [m for m in dict.fromkeys(message_ids) if m not in self._asked_replies]
+        for start in range(0, len(missing), 500):
+            part = missing[start:start + 500]
+            for parent, ticket_id, rule in session.execute(
+                    select(Message.in_reply_to, Message.ticket_id, Message.threaded_by)
+                    .where(Message.in_reply_to.in_(part)).order_by(Message.id)):
+                self.replies.setdefault(parent, []).append((ticket_id, rule))
+            self._asked_replies.update(part)
+
+    def answers(self, session: Session, message_id: str) -> list[tuple[int, str]]:
+        """(ticket, threaded_by) of each stored message whose In-Reply-To is message_id."""
+        self.replies_to(session, [message_id])
+        return self.replies.get(message_id, [])
+
+    def add(self, message: Message) -> None:
+        """A message the batch stored, once flushed."""
+        self.tickets[message.dedup_key] = message.ticket_id
+        self._asked.add(message.dedup_key)
+        if message.in_reply_to:
+            self.replies.setdefault(message.in_reply_to, []).append(
+                (message.ticket_id, message.threaded_by))
+
+
 @dataclass(frozen=True)
 class Envelope:
     """What the thread rules read besides the parsed mail."""
@@ -52,6 +110,7 @@ class Envelope:
     mail: ParsedMail
     recipients: Sequence[str]  # envelope RCPT TO, when the path knows it
     extra_references: Sequence[str] = ()  # e.g. the Message-ID a bounce reports
+    known: Known = field(default_factory=Known)  # the batch's; a fresh one asks as it goes
 
 
 Rule = Callable[[Session, Envelope, Settings], Placement | None]
@@ -60,22 +119,21 @@ Rule = Callable[[Session, Envelope, Settings], Placement | None]
 def by_in_reply_to(session: Session, env: Envelope, settings: Settings) -> Placement | None:
     """RFC 5322 In-Reply-To names the message answered: the strongest signal there is."""
     ids = [env.mail.in_reply_to] if env.mail.in_reply_to else []
-    return _first_known(session, [*ids, *env.extra_references], "in-reply-to")
+    return _first_known(session, env, [*ids, *env.extra_references], "in-reply-to")
 
 
 def by_references(session: Session, env: Envelope, settings: Settings) -> Placement | None:
     """Newest reference first: phones trim References, but keep the last ones."""
     refs = list(reversed(env.mail.references))[:MAX_REFERENCES]
-    return _first_known(session, refs, "references")
+    return _first_known(session, env, refs, "references")
 
 
 def by_referenced_by(session: Session, env: Envelope, settings: Settings) -> Placement | None:
     """Out of order: a reply already stored names this message as its parent."""
     if not env.mail.message_id:
         return None
-    ticket_id = session.scalar(
-        select(Message.ticket_id).where(Message.in_reply_to == env.mail.message_id).limit(1))
-    return Placement(ticket_id, "referenced-by", env.mail.message_id) if ticket_id else None
+    answers = env.known.answers(session, env.mail.message_id)
+    return Placement(answers[0][0], "referenced-by", env.mail.message_id) if answers else None
 
 
 def by_reply_token(session: Session, env: Envelope, settings: Settings) -> Placement | None:
@@ -124,11 +182,11 @@ def subject_tag_pattern(tag: str) -> re.Pattern[str]:
     return re.compile(rf"\[{re.escape(tag)}\s*#(\d{{1,12}})\]", re.IGNORECASE)
 
 
-def _first_known(session: Session, ids: list[str], rule: str) -> Placement | None:
+def _first_known(session: Session, env: Envelope, ids: list[str], rule: str
+                 ) -> Placement | None:
     if not ids:
         return None
-    rows = dict(session.execute(
-        select(Message.dedup_key, Message.ticket_id).where(Message.dedup_key.in_(ids))).all())
+    rows = env.known.tickets_for(session, ids)
     for message_id in ids:
         if message_id in rows:
             return Placement(rows[message_id], rule, message_id)

@@ -1,14 +1,15 @@
 """The one path every received message takes, whatever brought it (SMTP, IMAP, pipe, import).
 
-    1 store raw    bytes in the blob store (fsync) and a RawMail row: own commit
+    1 store raw    bytes in the blob store, made durable with one sync per batch
     2 parse        parse.py: never raises for mail, NotAMessage for garbage
     3 classify     classify.py: human or robot; ours or a loop is ignored
     4 thread       conversation.py: which ticket, by which rule
     5 domain op    models/tickets.py: open a ticket or add the message
     6 follow-ups   FOLLOW_UPS: acknowledgement, notifications (outbox rows)
-    4-6 commit together for a whole batch, each message in a savepoint of its own:
-    a duplicate (unique dedup_key) or a fault rolls back that message alone, which is
-    then settled as duplicate or quarantined in the same commit.
+    The receipt rows (RawMail) and 4-6 commit in one transaction for a whole batch. A
+    duplicate (unique dedup_key) or a fault makes the batch run again with a savepoint per
+    message, so that message alone is settled as duplicate or quarantined. A transaction
+    that fails as a whole leaves nothing but the bytes, and nothing was acknowledged.
 
 The caller acknowledges (SMTP 250, IMAP \\Seen, exit 0) only after this returns.
 """
@@ -19,6 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
@@ -30,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from mailgateway.classify import Verdict, classify, delivery_report
 from mailgateway.config import Settings
-from mailgateway.conversation import Envelope, Placement, place
+from mailgateway.conversation import Envelope, Known, Placement, place
 from mailgateway.errors import TemporaryFailure
 from mailgateway.outbound_steps import BouncedMail, bounced_outbox, queue_followups
 from mailgateway.parse import NotAMessage, ParsedMail, parse
@@ -38,8 +40,9 @@ from mailgateway.reply_token import base_address
 from mailgateway.runtime import Runtime
 from models.bounces import record_bounce
 from models.changes import merge
+from models.contacts import fetch_contacts
 from models.errors import NotFound
-from models.inbound import RawReceipt, get_raw, record_raw, save_settled, settle
+from models.inbound import RawReceipt, get_raw, record_raw, save_settled, settle, settled_raw
 from models.queues import queue_named
 from models.schema import Direction, Message, Queue, RawMail, RawState, Ticket
 from models.tickets import (
@@ -86,19 +89,24 @@ class IngestResult:
 class Work:
     """One message on its way through the steps."""
 
-    raw: RawMail
+    receipt: RawReceipt
     data: bytes
     source: Source
+    raw: RawMail | None = None  # its receipt row, once the batch's transaction holds one
     mail: ParsedMail | None = None
     verdict: Verdict | None = None
     attachments: list[AttachmentDraft] = field(default_factory=list)
+    failure: str = ""  # why it could not be parsed: quarantined in the batch's transaction
+    not_a_message: bool = False
+    retry: bool = False  # `quarantine retry`: processed again although its receipt is settled
     result: IngestResult | None = None
     same_as: Work | None = None  # the same bytes earlier in this batch
 
 
 @dataclass(frozen=True)
 class Stored:
-    """What a follow-up step sees: the message just stored and how it got there."""
+    """What a follow-up step sees: the message just stored and how it got there (run after
+    the batch's flush, so ids are known)."""
 
     ticket: Ticket
     message: Message
@@ -120,15 +128,16 @@ def receive(runtime: Runtime, data: bytes, source: Source) -> IngestResult:
 def receive_batch(runtime: Runtime, items: Sequence[tuple[bytes, Source]], *,
                   turn: Callable[[], AbstractContextManager] = nullcontext,
                   ) -> list[IngestResult]:
-    """Take many messages with two commits in all: the raw receipts, then the messages.
-    `turn` lets parallel importers store and parse at once but commit in order, so every
-    batch's threading sees the batches before it."""
+    """Take many messages with one durable commit in all. `turn` lets parallel importers
+    store and parse at once but commit in order, so every batch's threading sees the
+    batches before it."""
     with _temporary_on_database_errors():
-        work = store_raw(runtime, items)
-    for item in work:
-        if item.result is None:
-            prepare(runtime, item)
-    _sync_attachments(runtime, work)
+        work, written = store_raw(runtime, items)
+    with _temporary_on_storage_errors():
+        for item in work:
+            if item.result is None and item.same_as is None:
+                prepare(runtime, item)
+        _make_durable(runtime, work, written)
     with turn(), _temporary_on_database_errors():
         commit_messages(runtime, work)
     return [_repeat_answer(item) if item.same_as else item.result for item in work]
@@ -144,23 +153,39 @@ def _repeat_answer(item: Work) -> IngestResult:
                         "the same bytes came twice in one batch", first.raw_id)
 
 
-def _sync_attachments(runtime: Runtime, work: Sequence[Work]) -> None:
-    """Attachment bytes reach the disk before the commit that points at them."""
-    paths = [runtime.store.path(a.sha256) for item in work for a in item.attachments]
+def _make_durable(runtime: Runtime, work: Sequence[Work], written: Future[None] | None
+                  ) -> None:
+    """The raw bytes (written meanwhile by the store's thread) and the attachments reach the
+    disk with one sync, before the commit that points at them."""
+    if written is not None:
+        written.result()
+    paths = [runtime.store.path(i.receipt.sha256) for i in work if written is not None]
+    paths += [runtime.store.path(a.sha256) for item in work for a in item.attachments]
     if paths:
-        try:
-            runtime.store.sync(paths)
-        except OSError as error:
-            raise TemporaryFailure(f"cannot store attachments: {error}") from error
+        runtime.store.sync(paths)
+
+
+class _temporary_on_storage_errors:  # noqa: N801
+    """Disk full, permissions, a file where the store's folder should be: try again later."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, error: BaseException | None, _tb: object) -> bool:
+        if isinstance(error, OSError):
+            raise TemporaryFailure(f"cannot store the message: {error}") from error
+        return False
 
 
 def retry_quarantined(runtime: Runtime, raw_id: int) -> IngestResult:
     """Run a quarantined message through the normal path again, after a fix."""
-    with runtime.sessions() as session:
+    with runtime.reads() as session:
         raw = get_raw(session, raw_id)
-    item = Work(raw=raw, data=runtime.store.get(raw.sha256), source=Source(raw.source))
-    prepare(runtime, item)
-    _sync_attachments(runtime, [item])
+    item = Work(RawReceipt(raw.sha256, raw.size, raw.source), runtime.store.get(raw.sha256),
+                Source(raw.source), retry=True)
+    with _temporary_on_storage_errors():
+        prepare(runtime, item)
+        _make_durable(runtime, [item], None)
     with _temporary_on_database_errors():
         commit_messages(runtime, [item])
     return item.result
@@ -168,26 +193,24 @@ def retry_quarantined(runtime: Runtime, raw_id: int) -> IngestResult:
 
 # -- 1 store raw ---------------------------------------------------------------------------
 
-def store_raw(runtime: Runtime, items: Sequence[tuple[bytes, Source]]) -> list[Work]:
-    """Bytes durable on disk, then one committed row each; bytes seen before are answered
-    from their row (same bytes again = no-op)."""
-    try:
-        digests = runtime.store.put_many([data for data, _ in items])
-    except OSError as error:  # disk full, permissions: the sender must retry
-        raise TemporaryFailure(f"cannot store the message: {error}") from error
-    receipts = [RawReceipt(digest, len(data), str(source))
-                for (data, source), digest in zip(items, digests, strict=True)]
-    with runtime.sessions.begin() as session:
-        rows = record_raw(session, receipts)
+def store_raw(runtime: Runtime, items: Sequence[tuple[bytes, Source]]
+              ) -> tuple[list[Work], Future[None]]:
+    """The bytes go to the store first (written while the batch is parsed, durable before
+    its commit); bytes received before are answered from their receipt without parsing
+    them again (same bytes again = no-op)."""
+    digests, written = runtime.store.write_behind([data for data, _ in items])
+    with runtime.reads() as session:  # no write lock: parsing comes before the commit
+        earlier = settled_raw(session, digests)
     work, first = [], {}
-    for (data, source), receipt in zip(items, receipts, strict=True):
-        item = Work(raw=rows[receipt.sha256], data=data, source=source,
-                    same_as=first.get(receipt.sha256))
-        if item.same_as or item.raw.state != RawState.RECEIVED:
+    for (data, source), digest in zip(items, digests, strict=True):
+        item = Work(RawReceipt(digest, len(data), str(source)), data, source,
+                    same_as=first.get(digest))
+        if item.same_as is None and digest in earlier:
+            item.raw = earlier[digest]
             item.result = _earlier_answer(item.raw)
-        first.setdefault(receipt.sha256, item)
+        first.setdefault(digest, item)
         work.append(item)
-    return work
+    return work, written
 
 
 def _earlier_answer(raw: RawMail) -> IngestResult:
@@ -213,13 +236,12 @@ def prepare(runtime: Runtime, item: Work) -> None:
                             inline=a.inline)
             for a in item.mail.attachments]
     except NotAMessage as error:
-        item.result = IngestResult("quarantined", None, None, str(error), item.raw.id,
-                                   not_a_message=True)
+        item.failure, item.not_a_message = str(error), True
     except (MailParserError, RecursionError, ValueError, LookupError, TypeError,
             UnicodeError, AttributeError, IndexError, KeyError) as error:
-        log.exception("cannot parse raw message %s", item.raw.id)
-        item.result = IngestResult("quarantined", None, None, f"parse failed: {error!r}",
-                                   item.raw.id)
+        log.exception("cannot parse the message from %s (sha256 %s)", item.source,
+                      item.receipt.sha256)
+        item.failure = f"parse failed: {error!r}"
 
 
 def is_ours(address: str, settings: Settings) -> bool:
@@ -249,7 +271,7 @@ def commit_messages(runtime: Runtime, work: Sequence[Work]) -> None:
     """One transaction for the batch. PostgreSQL may abort it as a deadlock's victim when
     two processes touch the same contacts or tickets in another order: then it simply runs
     again (nothing of it was committed), a few times, before giving up with 451 / exit 75."""
-    answered = [item.result for item in work]
+    answered = [(item.result, item.raw) for item in work]
     for attempt in range(1, ATTEMPTS + 1):
         try:
             _commit_once(runtime, work, answered)
@@ -281,18 +303,18 @@ def _commit_once(runtime: Runtime, work: Sequence[Work], answered: list) -> None
 
 
 def _restore(work: Sequence[Work], answered: list) -> None:
-    for item, result in zip(work, answered, strict=True):
-        item.result = result
+    for item, (result, raw) in zip(work, answered, strict=True):
+        item.result, item.raw = result, raw
 
 
 @dataclass
 class _Placed:
     """A message stored in this batch, awaiting the batch's flush for its ids."""
 
+    stored: Stored
     item: Work
     placement: Placement
-    ticket: Ticket
-    created: bool
+    followed_up: bool = False  # its follow-ups already ran (in its savepoint)
 
 
 @dataclass
@@ -300,106 +322,141 @@ class _Unflushed:
     """What this batch stored but has not flushed: a message that refers to one of these
     flushes first, so threading sees it; every other message waits for one flush."""
 
-    tickets: dict[str, Ticket] = field(default_factory=dict)  # dedup key -> its ticket
-    parents: set[str] = field(default_factory=set)  # In-Reply-To of the stored messages
+    placed: list[_Placed] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)  # dedup keys of the stored messages
+    parents: set[str] = field(default_factory=set)  # their In-Reply-To
 
     def needs_flush(self, mail: ParsedMail, verdict: Verdict) -> bool:
-        refs = [mail.in_reply_to, *mail.references]
-        return (verdict.auto == "bounce" or any(r in self.tickets for r in refs if r)
+        refs = [mail.dedup_key, mail.in_reply_to, *mail.references]
+        return (verdict.auto == "bounce" or any(r in self.keys for r in refs if r)
                 or mail.message_id in self.parents)
 
-    def add(self, mail: ParsedMail, ticket: Ticket) -> None:
-        self.tickets[mail.dedup_key] = ticket
-        if mail.in_reply_to:
-            self.parents.add(mail.in_reply_to)
+    def add(self, placed: _Placed) -> None:
+        self.placed.append(placed)
+        self.keys.add(placed.item.mail.dedup_key)
+        if placed.item.mail.in_reply_to:
+            self.parents.add(placed.item.mail.in_reply_to)
 
 
 def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, careful: bool
                ) -> None:
-    pending = [i for i in work if i.result is None or i.result.action == "quarantined"]
-    keys = [i.mail.dedup_key for i in pending if i.mail is not None]
-    known = dict(session.execute(select(Message.dedup_key, Message.ticket_id)
-                                 .where(Message.dedup_key.in_(keys))).all()) if keys else {}
+    """Receipts, threading, messages, follow-ups: the batch's whole transaction. What the
+    batch asks of the database (receipts, references, tickets, contacts) is fetched once."""
+    pending = _receipts(session, work)
+    mails = [i.mail for i in pending if i.mail is not None]
+    known = Known()
+    known.fetch(session, mails)
+    fetch_contacts(session, [a for m in mails for a in (m.from_address, *(a for _, a in m.cc))])
     unflushed, placed = _Unflushed(), []
     with session.no_autoflush:
         for item in pending:
-            raw = item.raw  # detached: settled here, written for the whole batch at the end
-            if item.result is not None:  # quarantined while parsing
-                settle(raw, RawState.QUARANTINED, item.result.reason)
+            if item.failure:
+                item.result = _quarantine(item.raw, item.mail, item.failure,
+                                          not_a_message=item.not_a_message)
                 continue
-            mail = item.mail
-            if mail.dedup_key in unflushed.tickets or unflushed.needs_flush(mail, item.verdict):
-                session.flush()
-                known.update({k: t.id for k, t in unflushed.tickets.items()})
+            if unflushed.needs_flush(item.mail, item.verdict):
+                _flush(session, known, unflushed)
                 unflushed = _Unflushed()
-            if mail.dedup_key in known:
-                item.result = _duplicate(raw, mail, known[mail.dedup_key])
+            if item.mail.dedup_key in known.tickets:
+                item.result = _duplicate(item.raw, item.mail, known.tickets[item.mail.dedup_key])
                 continue
-            outcome = _store_one(session, settings, raw, item, careful=careful)
+            outcome = _store_one(session, settings, item, known, careful=careful)
             if isinstance(outcome, _Placed):
                 placed.append(outcome)
-                unflushed.add(mail, outcome.ticket)
+                unflushed.add(outcome)
             else:
                 item.result = outcome
-    session.flush()
+    _flush(session, known, unflushed)
     for done in placed:
         done.item.result = _stored(done)
+        if not done.followed_up:
+            _follow_up(session, done.stored, settings)
     save_settled(session, [item.raw for item in pending])
 
 
-def _store_one(session: Session, settings: Settings, raw: RawMail, item: Work, *,
+def _receipts(session: Session, work: Sequence[Work]) -> list[Work]:
+    """A receipt row for each message still to be done; one settled meanwhile by another
+    delivery of the same bytes is answered from it. The rows are detached: settled in
+    memory, written for the whole batch with one executemany (save_settled)."""
+    todo = [i for i in work if i.result is None and i.same_as is None]
+    rows = record_raw(session, [i.receipt for i in todo])
+    for raw in rows.values():
+        session.expunge(raw)
+    for item in todo:
+        item.raw = rows[item.receipt.sha256]
+        if item.raw.state != RawState.RECEIVED and not item.retry:
+            item.result = _earlier_answer(item.raw)
+    return [i for i in todo if i.result is None]
+
+
+def _flush(session: Session, known: Known, unflushed: _Unflushed) -> None:
+    session.flush()
+    for done in unflushed.placed:
+        known.add(done.stored.message)
+
+
+def _store_one(session: Session, settings: Settings, item: Work, known: Known, *,
                careful: bool) -> IngestResult | _Placed:
-    mail, verdict = item.mail, item.verdict
+    raw, mail, verdict = item.raw, item.mail, item.verdict
     reason = ignore_reason(mail, verdict, settings)
     if reason:
         settle(raw, RawState.IGNORED, reason, message_id=mail.message_id, subject=mail.subject,
                sender=mail.from_address)
         return IngestResult("ignored", None, mail.message_id, reason, raw.id)
-    if not careful:
-        return _Placed(item, *_thread_and_store(session, settings, raw, item))
+    if not careful:  # follow-ups wait for the batch's flush
+        return _thread_and_store(session, settings, item, known)
     try:
         with session.begin_nested():
-            return _Placed(item, *_thread_and_store(session, settings, raw, item))
+            placed = _thread_and_store(session, settings, item, known)
+            _follow_up(session, placed.stored, settings)
+            placed.followed_up = True
+            return placed
     except IntegrityError as error:
         ticket_id = session.scalar(
             select(Message.ticket_id).where(Message.dedup_key == mail.dedup_key))
         if ticket_id is not None:
             return _duplicate(raw, mail, ticket_id)
-        return _quarantine(raw, mail, error)  # another constraint: not a duplicate
+        return _quarantine(raw, mail, f"store failed: {error!r}")  # not a duplicate
     except DATABASE_TROUBLE:
         raise  # not this message's fault
     except Exception as error:  # noqa: BLE001 -- edge: quarantine with the reason
         log.exception("cannot store message %s (raw %s)", mail.message_id, raw.id)
-        return _quarantine(raw, mail, error)
+        return _quarantine(raw, mail, f"store failed: {error!r}")
+
+
+def _follow_up(session: Session, stored: Stored, settings: Settings) -> None:
+    for follow_up in FOLLOW_UPS:
+        follow_up(session, stored, settings)
 
 
 def _stored(done: _Placed) -> IngestResult:
     """The answer for a stored message, once the flush has given its ticket an id."""
-    mail, verdict, placement, ticket = (done.item.mail, done.item.verdict, done.placement,
-                                        done.ticket)
-    settle(done.item.raw, RawState.STORED, placement.rule, ticket_id=ticket.id,
+    item, placement, ticket = done.item, done.placement, done.stored.ticket
+    mail, verdict = item.mail, item.verdict
+    settle(item.raw, RawState.STORED, placement.rule, ticket_id=ticket.id,
            message_id=mail.message_id, subject=mail.subject, sender=mail.from_address)
     log.info("message %s %s ticket %s (%s)", mail.message_id,
-             "opened" if done.created else "appended to", ticket.id, placement.rule)
+             "opened" if done.stored.created else "appended to", ticket.id, placement.rule)
     why = f"{placement.rule}: {placement.ref}" if placement.ref else placement.rule
     if verdict.auto:
         why += f"; automatic ({verdict.reason})"
-    return IngestResult("created" if done.created else "appended", ticket.id, mail.message_id,
-                        why, done.item.raw.id)
+    return IngestResult("created" if done.stored.created else "appended", ticket.id,
+                        mail.message_id, why, item.raw.id)
 
 
-def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: Work
-                      ) -> tuple[Placement, Ticket, bool]:
-    mail, verdict = item.mail, item.verdict
+def _thread_and_store(session: Session, settings: Settings, item: Work, known: Known
+                      ) -> _Placed:
+    raw, mail, verdict = item.raw, item.mail, item.verdict
     extra = []
     if verdict.auto == "bounce":
         report = delivery_report(mail.message)
         ours = bounced_outbox(session, settings, mail, item.source.recipients, report)
         if ours is not None:
-            return _store_bounce(session, settings, raw, item, ours)
+            return _store_bounce(session, settings, item, ours)
         if report and report.original_message_id:
             extra.append(report.original_message_id)
-    placement = place(session, Envelope(mail, item.source.recipients, tuple(extra)), settings)
+    placement = place(session, Envelope(mail, item.source.recipients, tuple(extra), known),
+                      settings)
     draft = _draft(mail, verdict, placement, raw.id, item.attachments)
     cc = [(a, n) for n, a in mail.cc if not is_ours(a, settings)]  # (address, name)
     if placement.ticket_id is None:
@@ -411,18 +468,19 @@ def _thread_and_store(session: Session, settings: Settings, raw: RawMail, item: 
         ticket = placement.ticket or get_ticket(session, placement.ticket_id)
         message = add_customer_message(session, ticket, draft, cc=[] if verdict.auto else cc,
                                        flush=False)
-    adopt_early_replies(session, ticket, mail)
-    stored = Stored(ticket, message, placement.ticket_id is None, mail, verdict, item.source)
-    for follow_up in FOLLOW_UPS:
-        follow_up(session, stored, settings)
-    return placement, ticket, stored.created
+    adopt_early_replies(session, ticket, mail, known)
+    created = placement.ticket_id is None
+    return _Placed(Stored(ticket, message, created, mail, verdict, item.source), item, placement)
 
 
-def adopt_early_replies(session: Session, ticket: Ticket, mail: ParsedMail) -> None:
+def adopt_early_replies(session: Session, ticket: Ticket, mail: ParsedMail, known: Known
+                        ) -> None:
     """Out of order: a reply stored before this message, its parent, found nothing and opened
     a ticket of its own. Now that the parent is here and threaded, that ticket is merged into
     the parent's, so the whole conversation is one ticket as a person would expect."""
-    if not mail.message_id:
+    if not mail.message_id or not any(
+            rule == "new" and ticket_id != ticket.id
+            for ticket_id, rule in known.answers(session, mail.message_id)):
         return
     # (early replies pending in this batch were flushed: _Unflushed.needs_flush saw the parent)
     early = session.scalars(
@@ -445,22 +503,25 @@ def _queue(session: Session, name: str) -> Queue:
     return queue
 
 
-def _quarantine(raw: RawMail, mail: ParsedMail, error: Exception) -> IngestResult:
-    reason = f"store failed: {error!r}"
-    settle(raw, RawState.QUARANTINED, reason, message_id=mail.message_id, subject=mail.subject,
-           sender=mail.from_address)
-    return IngestResult("quarantined", None, mail.message_id, reason, raw.id)
+def _quarantine(raw: RawMail, mail: ParsedMail | None, reason: str, *,
+                not_a_message: bool = False) -> IngestResult:
+    message_id = mail.message_id if mail else None
+    settle(raw, RawState.QUARANTINED, reason, message_id=message_id,
+           subject=mail.subject if mail else "", sender=mail.from_address if mail else "")
+    return IngestResult("quarantined", None, message_id, reason, raw.id,
+                        not_a_message=not_a_message)
 
 
-def _store_bounce(session: Session, settings: Settings, raw: RawMail, item: Work,
-                  ours: BouncedMail) -> tuple[Placement, Ticket, bool]:
+def _store_bounce(session: Session, settings: Settings, item: Work, ours: BouncedMail
+                  ) -> _Placed:
     """A report about one of our mails goes on that mail's ticket as its delivery failure
     (a hard bounce also fails the outbox row and pauses automatic mail to the address)."""
     placement = Placement(ours.row.ticket_id, "bounce", ours.ref)
-    draft = _draft(item.mail, item.verdict, placement, raw.id, item.attachments)
+    draft = _draft(item.mail, item.verdict, placement, item.raw.id, item.attachments)
     message = record_bounce(session, ours.row, draft, ours.report,
                             suppress_days=settings.acknowledgement.bounce_suppress_days)
-    return placement, message.ticket, False
+    stored = Stored(message.ticket, message, False, item.mail, item.verdict, item.source)
+    return _Placed(stored, item, placement, followed_up=True)  # a robot: no follow-ups
 
 
 def _duplicate(raw: RawMail, mail: ParsedMail, ticket_id: int | None) -> IngestResult:

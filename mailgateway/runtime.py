@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgateway.config import Settings
-from models.db import make_engine, make_sessions
+from models.db import make_engine, make_read_sessions, make_sessions
 from models.store import BlobStore
 
 
@@ -18,6 +18,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     store: BlobStore
+    reads: sessionmaker[Session]  # take no write lock: SQLite readers run beside the writer
 
     def close(self) -> None:
         self.engine.dispose()
@@ -26,4 +27,5 @@ class Runtime:
 def open_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.database.url)
     settings.storage.path.mkdir(parents=True, exist_ok=True)
-    return Runtime(settings, engine, make_sessions(engine), BlobStore(settings.storage.path))
+    return Runtime(settings, engine, make_sessions(engine), BlobStore(settings.storage.path),
+                   make_read_sessions(engine))

@@ -31,7 +31,6 @@ from mailgateway.compose import Composed, ComposeError, compose, mail_templates
 from mailgateway.config import OutboundSettings, secret_from_env
 from mailgateway.runtime import Runtime
 from models import outbox
-from models.db import make_read_sessions
 from models.outbox import Claim
 from models.schema import Message, utcnow
 from models.store import sync_directory
@@ -192,7 +191,7 @@ class Sender:
         self.settings = runtime.settings
         self.transport = transport or make_transport(runtime.settings.outbound)
         self.templates = mail_templates()
-        self.reads = make_read_sessions(runtime.engine)
+        self.reads = runtime.reads
         self.batch = batch
         self._wake = threading.Event()
         self._stop = threading.Event()

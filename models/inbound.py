@@ -1,8 +1,9 @@
-"""Receipts for raw mail: written and committed before anything else, so nothing is lost.
+"""Receipts for raw mail: one RawMail row per distinct bytes, whatever became of them.
 
-A RawMail row and its bytes in the blob store exist before parsing starts; whatever
-happens after, the row ends stored, ignored or quarantined with a reason. The same
-bytes again find the same row (unique sha256, insert-or-nothing), never a second one.
+The bytes are durable in the blob store before the row is written; the row is committed
+with what became of the mail (stored, ignored or quarantined with a reason), so a
+receipt never waits half-done. The same bytes again find the same row (unique sha256,
+insert-or-nothing), never a second one.
 """
 
 from __future__ import annotations
@@ -35,9 +36,16 @@ def record_raw(session: Session, receipts: Sequence[RawReceipt]) -> dict[str, Ra
                        "received_at": now, "state": RawState.RECEIVED, "reason": "",
                        "header_subject": "", "header_from": "", "attempts": 0}
             for r in receipts}
-    session.execute(insert(RawMail).values(list(rows.values()))
-                    .on_conflict_do_nothing(index_elements=["sha256"]))
+    session.execute(insert(RawMail).on_conflict_do_nothing(index_elements=["sha256"]),
+                    list(rows.values()))  # executemany: one compiled statement, cached
     found = session.scalars(select(RawMail).where(RawMail.sha256.in_(list(rows))))
+    return {raw.sha256: raw for raw in found}
+
+
+def settled_raw(session: Session, digests: Sequence[str]) -> dict[str, RawMail]:
+    """Receipts of these bytes that an earlier delivery already settled."""
+    found = session.scalars(select(RawMail).where(RawMail.sha256.in_(list(set(digests))),
+                                                  RawMail.state != RawState.RECEIVED))
     return {raw.sha256: raw for raw in found}
 
 

@@ -11,6 +11,8 @@ import ctypes.util
 import functools
 import hashlib
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +49,16 @@ class BlobStore:
             sync_directory(target.parent)
         return digest
 
-    def put_many(self, blobs: list[bytes]) -> list[str]:
-        """Write many, then make them all durable with one file-system sync, not one per file."""
-        digests = [self.put(data, sync=False) for data in blobs]
-        if digests:
-            self.sync([self.path(d) for d in digests])
-        return digests
+    def write_behind(self, blobs: list[bytes]) -> tuple[list[str], Future[None]]:
+        """The digests at once; the files are written by a background thread (file creation
+        is mostly kernel time, so it runs beside the caller's parsing). Durable only after
+        the future's result() and then sync()."""
+        digests = [sha256_hex(data) for data in blobs]
+        return digests, _writer().submit(self._write_all, blobs)
+
+    def _write_all(self, blobs: list[bytes]) -> None:
+        for data in blobs:
+            self.put(data, sync=False)
 
     def sync(self, paths: list[Path]) -> None:
         if not _syncfs(self.root):
@@ -79,6 +85,18 @@ def sync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_writers: dict[int, ThreadPoolExecutor] = {}  # one per process: a forked child makes its own
+_writers_lock = threading.Lock()
+
+
+def _writer() -> ThreadPoolExecutor:
+    with _writers_lock:
+        pid = os.getpid()
+        if pid not in _writers:
+            _writers[pid] = ThreadPoolExecutor(1, thread_name_prefix="blob-writer")
+        return _writers[pid]
 
 
 @functools.cache

@@ -282,17 +282,18 @@ def table_renamed(gateway: Gateway, table: str) -> Iterator[None]:
             run(f"ALTER TABLE {away} RENAME TO {table}")
 
 
-def test_451_when_the_message_cannot_be_committed_keeps_only_the_receipt(
+def test_451_when_the_message_cannot_be_committed_leaves_only_the_bytes(
         gateway: Gateway) -> None:
-    """The raw receipt commits first; when the message's own commit fails the client gets
-    451, and the retry settles that same receipt instead of adding a second one."""
+    """Receipt and message commit together: when that commit fails the client gets 451,
+    the database holds nothing half-done, the bytes wait in the store, and the retry is
+    stored once."""
     data = mail("ann@customer.test", "half way", message_id="<half@customer.test>")
     with table_renamed(gateway, "message"):
         code, answer = send(gateway.port, data)
     assert (code, answer[:5]) == (451, "4.3.0"), answer
-    with gateway.runtime.sessions() as session:
-        assert session.scalars(select(RawMail.state)).all() == [RawState.RECEIVED]
-    assert gateway.counts() == (1, 0)
+    assert gateway.counts() == (0, 0)
+    kept = list(gateway.runtime.settings.storage.path.glob("??/*"))
+    assert len(kept) == 1 and b"<half@customer.test>" in kept[0].read_bytes()
     stored_once_on_retry(gateway, data, "<half@customer.test>")
     assert gateway.counts() == (1, 1)
 
