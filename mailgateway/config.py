@@ -62,6 +62,8 @@ def check(fn: typing.Callable[[Any], str | None]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = "sqlite:///var/mailgateway.db"
+    busy_timeout_ms: int = field(default=30_000, metadata=check(_positive))  # SQLite: wait
+    # this long for the write lock before a writer gives up (SMTP answers 451, a pipe 75)
 
 
 @dataclass(frozen=True)
@@ -288,7 +290,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             url = f"sqlite:///{(base / rest).resolve()}"
     return dataclasses.replace(
         settings,
-        database=DatabaseSettings(url=url),
+        database=dataclasses.replace(settings.database, url=url),
         storage=StorageSettings(path=absolute(settings.storage.path)),
         smtp=dataclasses.replace(
             settings.smtp, tls_cert=absolute(settings.smtp.tls_cert),

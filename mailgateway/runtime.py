@@ -25,7 +25,8 @@ class Runtime:
 
 
 def open_runtime(settings: Settings) -> Runtime:
-    engine = make_engine(settings.database.url)
+    engine = make_engine(settings.database.url,
+                         busy_timeout_ms=settings.database.busy_timeout_ms)
     settings.storage.path.mkdir(parents=True, exist_ok=True)
     return Runtime(settings, engine, make_sessions(engine), BlobStore(settings.storage.path),
                    make_read_sessions(engine))
