@@ -473,19 +473,24 @@ def _thread_and_store(session: Session, settings: Settings, item: Work, known: K
     return _Placed(Stored(ticket, message, created, mail, verdict, item.source), item, placement)
 
 
+# How a reply stored before its parent was placed: it found nothing (a ticket of its own),
+# or only a reply of its own that came even earlier (referenced-by).
+PARENTLESS = ("new", "referenced-by")
+
+
 def adopt_early_replies(session: Session, ticket: Ticket, mail: ParsedMail, known: Known
                         ) -> None:
     """Out of order: a reply stored before this message, its parent, found nothing and opened
     a ticket of its own. Now that the parent is here and threaded, that ticket is merged into
     the parent's, so the whole conversation is one ticket as a person would expect."""
     if not mail.message_id or not any(
-            rule == "new" and ticket_id != ticket.id
+            rule in PARENTLESS and ticket_id != ticket.id
             for ticket_id, rule in known.answers(session, mail.message_id)):
         return
     # (early replies pending in this batch were flushed: _Unflushed.needs_flush saw the parent)
     early = session.scalars(
         select(Ticket).join(Message, Message.ticket_id == Ticket.id)
-        .where(Message.in_reply_to == mail.message_id, Message.threaded_by == "new",
+        .where(Message.in_reply_to == mail.message_id, Message.threaded_by.in_(PARENTLESS),
                Ticket.id != ticket.id, Ticket.merged_into_id.is_(None))).unique().all()
     if early:
         session.flush()  # the merge moves rows: pending replies to the orphan must be rows

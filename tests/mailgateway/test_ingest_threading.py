@@ -71,6 +71,37 @@ def test_a_reply_that_arrives_before_its_parent_ends_on_one_ticket(runtime: Runt
     assert len(show_all_tickets(runtime)) == 1
 
 
+def conversation_mail(n: int) -> bytes:
+    """Message n of one conversation, each answering the one before it."""
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"] = "ann@customer.test"
+    message["To"] = "support@example.com"
+    message["Subject"] = "Re: the order" if n else "the order"
+    message["Message-ID"] = f"<n{n}@customer.test>"
+    if n:
+        message["In-Reply-To"] = f"<n{n - 1}@customer.test>"
+    message.set_content(f"Message {n}.")
+    return bytes(message)
+
+
+def test_a_chain_that_arrives_in_a_scrambled_order_ends_on_one_ticket(runtime: Runtime) -> None:
+    """Found by a parallel import on PostgreSQL: 3 comes first (a ticket of its own), 2 joins
+    it by referenced-by, then 1 arrives and threads onto 0's ticket. 2 was placed by its
+    reply, never by its parent, so 3's ticket is still an early reply's, and is adopted."""
+    for n in (0, 3, 2, 1):
+        deliver(runtime, conversation_mail(n))
+    with runtime.sessions() as session:
+        live = session.execute(select(Message.ticket_id, Message.message_id)
+                               .where(Message.direction == "inbound")).all()
+        tickets = {get_ticket(session, t, follow_merge=True).id for t, _ in live}
+    assert len(live) == 4 and len(tickets) == 1, live
+    shown = show(runtime, tickets.pop())
+    assert sorted(m["message_id"] for m in inbound(shown)) == [
+        f"<n{n}@customer.test>" for n in range(4)]
+
+
 def test_a_reply_to_our_acknowledgement_threads(runtime: Runtime) -> None:
     ticket_id = open_first_ticket(runtime)
     answer(runtime, ticket_id, ACKNOWLEDGEMENT, system=True)
