@@ -87,6 +87,7 @@ class SmtpSettings:
     lmtp: bool = False
     batch_size: int = field(default=64, metadata=check(_positive))
     batch_wait_ms: int = 2
+    ingest_process: bool = True  # parse and store in a worker process: a core of its own
 
 
 @dataclass(frozen=True)

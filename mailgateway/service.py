@@ -45,10 +45,10 @@ def web_service(runtime: Runtime, wake_sender: Callable[[], None]) -> Service:
     return Service("web", start, server.close)
 
 
-def smtp_service(runtime: Runtime) -> Service:
+def smtp_service(runtime: Runtime, wake_sender: Callable[[], None]) -> Service:
     from mailgateway.smtp import SmtpListener
 
-    listener = SmtpListener(runtime)
+    listener = SmtpListener(runtime, wake_sender=wake_sender)
     return Service("smtp", listener.start, listener.stop)
 
 
@@ -59,7 +59,7 @@ def build_services(runtime: Runtime) -> list[Service]:
     sender = Sender(runtime)  # first to start, last to stop: it sends what the others queue
     services = [sender_service(runtime, sender)]
     if runtime.settings.smtp.enabled:
-        services.append(smtp_service(runtime))
+        services.append(smtp_service(runtime, wake_sender=sender.wake))
     if any(account.enabled for account in runtime.settings.imap):
         from mailgateway.imap import imap_service
 

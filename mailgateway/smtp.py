@@ -1,8 +1,9 @@
 """The SMTP listener: refuse at RCPT, 250 only after the commit, 451 when we cannot store.
 
 Sessions hand each message to a Batcher thread, which gathers what arrives within a
-few milliseconds into one receive_batch call: many messages share one durable commit,
-each still answered only after that commit, and parsing stays off the event loop.
+few milliseconds (or while the previous batch commits) into one receive_batch call: many
+messages share one durable commit, each still answered only after that commit. Parsing
+stays off the event loop, and by default in a process of its own (ingest_process.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
@@ -25,6 +28,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from mailgateway.config import SmtpSettings, secret_from_env
 from mailgateway.errors import TemporaryFailure
 from mailgateway.ingest import IngestResult, Source, receive_batch
+from mailgateway.ingest_process import IngestProcess
 from mailgateway.reply_token import base_address
 from mailgateway.runtime import Runtime
 
@@ -32,11 +36,18 @@ log = logging.getLogger(__name__)
 STOP = object()
 
 
-class Batcher:
-    """One thread that commits what the SMTP sessions hand it, in groups."""
+Ingest = Callable[[Sequence[tuple[bytes, Source]]], list[IngestResult]]
 
-    def __init__(self, runtime: Runtime, max_batch: int, wait_ms: int) -> None:
-        self.runtime, self.max_batch, self.wait = runtime, max_batch, wait_ms / 1000
+
+class Batcher:
+    """One thread that commits what the SMTP sessions hand it, in groups. `stored` is
+    called after a batch stored mail: the sender may have acknowledgements to send, and
+    when the commit happened in another process no session event tells it so."""
+
+    def __init__(self, ingest: Ingest, max_batch: int, wait_ms: int,
+                 stored: Callable[[], None] = lambda: None) -> None:
+        self.ingest, self.max_batch, self.wait = ingest, max_batch, wait_ms / 1000
+        self.stored = stored
         self.inbox: queue.Queue = queue.Queue()
         self.thread = threading.Thread(target=self._run, name="smtp-batcher", daemon=True)
 
@@ -79,7 +90,7 @@ class Batcher:
         if not batch:
             return
         try:
-            results = receive_batch(self.runtime, [(data, source) for data, source, _ in batch])
+            results = self.ingest([(data, source) for data, source, _ in batch])
         except TemporaryFailure as error:
             for *_, future in batch:
                 future.set_exception(error)
@@ -91,6 +102,8 @@ class Batcher:
             return
         for (*_, future), result in zip(batch, results, strict=True):
             future.set_result(result)
+        if any(r.action in ("created", "appended") for r in results):
+            self.stored()
 
 
 @dataclass
@@ -173,11 +186,15 @@ class LmtpController(Controller):
 
 
 class SmtpListener:
-    """The listener and its batcher, started and stopped together."""
+    """The listener, its batcher and the ingest worker, started and stopped together."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, wake_sender: Callable[[], None] = lambda: None
+                 ) -> None:
         settings = runtime.settings.smtp
-        self.batcher = Batcher(runtime, settings.batch_size, settings.batch_wait_ms)
+        self.worker = IngestProcess(runtime) if settings.ingest_process else None
+        ingest = self.worker.receive_batch if self.worker else partial(receive_batch, runtime)
+        self.batcher = Batcher(ingest, settings.batch_size, settings.batch_wait_ms,
+                               stored=wake_sender)
         self.handler = SmtpHandler(settings, self.batcher)
         tls = _tls_context(settings)
         options: dict = {"data_size_limit": settings.max_message_size, "enable_SMTPUTF8": True,
@@ -193,6 +210,8 @@ class SmtpListener:
                                      **options)
 
     def start(self) -> None:
+        if self.worker:
+            self.worker.start()
         self.batcher.start()
         self.controller.start()
         log.info("SMTP listener on %s:%s", self.controller.hostname, self.port)
@@ -200,3 +219,5 @@ class SmtpListener:
     def stop(self) -> None:
         self.controller.stop()
         self.batcher.stop()
+        if self.worker:
+            self.worker.stop()

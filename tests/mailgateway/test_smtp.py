@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import sqlite3
@@ -213,6 +215,51 @@ def stored_once_on_retry(gateway: Gateway, data: bytes, message_id: str) -> None
     assert gateway.copies(message_id) == 1
     with gateway.runtime.sessions() as session:
         assert RawState.RECEIVED not in session.scalars(select(RawMail.state)).all()
+
+
+def ingest_workers() -> list[int]:
+    """This process's children that multiprocessing spawned: the listener's ingest worker."""
+    me, found = str(os.getpid()), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = stat.read_text().rsplit(")", 1)[1].split()[1]
+            spawned = b"spawn_main" in (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if parent == me and spawned:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_mail_held_by_a_killed_ingest_worker_gets_451_and_a_new_worker_takes_the_retry(
+        tmp_path: Path, database_url: str) -> None:
+    """The worker process dies (the OOM killer, kill -9): what it held is answered 451,
+    never 250, and the sender's retry is stored once by the worker that replaces it."""
+    data = mail("ann@customer.test", "worker gone", message_id="<gone@customer.test>")
+    with gateway_in_process(tmp_path, database_url) as gateway:
+        assert send(gateway.port, mail("bob@customer.test", "before"))[0] == 250
+        (worker,) = ingest_workers()
+        os.kill(worker, signal.SIGKILL)
+        code, answer = send(gateway.port, data)
+        assert (code, answer[:5]) == (451, "4.3.0"), answer
+        stored_once_on_retry(gateway, data, "<gone@customer.test>")
+        assert ingest_workers() and worker not in ingest_workers()
+        assert gateway.counts() == (2, 2)
+
+
+def test_ingest_inside_the_listeners_process_threads_a_reply_too(
+        tmp_path: Path, database_url: str) -> None:
+    """ingest_process = false: the batcher runs the ingest path itself (no worker)."""
+    first = mail("ann@customer.test", "inside", message_id="<inside@customer.test>")
+    reply = mail("ann@customer.test", "Re: inside", message_id="<inside2@customer.test>",
+                 in_reply_to="<inside@customer.test>")
+    with gateway_in_process(tmp_path, database_url, {"ingest_process": False}) as gateway:
+        assert not ingest_workers()
+        answers = [send(gateway.port, first), send(gateway.port, reply)]
+        assert [code for code, _ in answers] == [250, 250], answers
+        assert "created" in answers[0][1] and "appended" in answers[1][1], answers
+        tickets = {TICKET.search(text).group(1) for _, text in answers}
+        assert len(tickets) == 1, answers
 
 
 def admin(url: URL):  # type: ignore[no-untyped-def]
