@@ -181,8 +181,9 @@ def retry_quarantined(runtime: Runtime, raw_id: int) -> IngestResult:
     """Run a quarantined message through the normal path again, after a fix."""
     with runtime.reads() as session:
         raw = get_raw(session, raw_id)
+    source = Source(raw.source, recipients=tuple(raw.recipients or ()))
     item = Work(RawReceipt(raw.sha256, raw.size, raw.source), runtime.store.get(raw.sha256),
-                Source(raw.source), retry=True)
+                source, retry=True)
     with _temporary_on_storage_errors():
         prepare(runtime, item)
         _make_durable(runtime, [item], None)
@@ -203,7 +204,7 @@ def store_raw(runtime: Runtime, items: Sequence[tuple[bytes, Source]]
         earlier = settled_raw(session, digests)
     work, first = [], {}
     for (data, source), digest in zip(items, digests, strict=True):
-        item = Work(RawReceipt(digest, len(data), str(source)), data, source,
+        item = Work(RawReceipt(digest, len(data), str(source), source.recipients), data, source,
                     same_as=first.get(digest))
         if item.same_as is None and digest in earlier:
             item.raw = earlier[digest]

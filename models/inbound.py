@@ -24,6 +24,7 @@ class RawReceipt:
     sha256: str
     size: int
     source: str
+    recipients: tuple[str, ...] = ()  # envelope RCPT TO: a retry is routed as the mail was
 
 
 def record_raw(session: Session, receipts: Sequence[RawReceipt]) -> dict[str, RawMail]:
@@ -34,7 +35,8 @@ def record_raw(session: Session, receipts: Sequence[RawReceipt]) -> dict[str, Ra
     now = utcnow()
     rows = {r.sha256: {"sha256": r.sha256, "size": r.size, "source": r.source[:200],
                        "received_at": now, "state": RawState.RECEIVED, "reason": "",
-                       "header_subject": "", "header_from": "", "attempts": 0}
+                       "header_subject": "", "header_from": "", "attempts": 0,
+                       "recipients": list(r.recipients) or None}
             for r in receipts}
     session.execute(insert(RawMail).on_conflict_do_nothing(index_elements=["sha256"]),
                     list(rows.values()))  # executemany: one compiled statement, cached

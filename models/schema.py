@@ -186,6 +186,7 @@ class RawMail(Base):
     header_from: Mapped[str] = mapped_column(Text, default="")
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id", ondelete="SET NULL"))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    recipients: Mapped[list[str] | None] = mapped_column(JSON)  # envelope RCPT TO, if known
 
 
 class Message(Base):

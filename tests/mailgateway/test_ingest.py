@@ -4,6 +4,7 @@ robots kept away from the ticket's state, and the new text of a reply told apart
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -117,11 +118,10 @@ def test_garbage_is_quarantined_with_its_bytes(runtime: Runtime) -> None:
     assert deliver(runtime, garbage, kind="pipe").action == "quarantined"  # and once only
 
 
-def test_a_message_the_store_step_fails_on_is_quarantined_and_retried_after_the_fix(
-        tmp_path: Path, database_url: str) -> None:
-    """A queue added to config.toml before `mailgateway init` ran: mail to it cannot be put
-    in that queue. It waits in quarantine, its neighbours in the batch go through, and a
-    retry after `init` runs the normal path."""
+@contextmanager
+def billing_not_yet_initialised(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
+    """A queue added to config.toml before `mailgateway init` ran: mail for it cannot be put
+    in that queue yet."""
     before = write_config(tmp_path, database_url)
     runtime = open_runtime(load_settings(before))
     prepare_database(runtime)
@@ -131,6 +131,16 @@ def test_a_message_the_store_step_fails_on_is_quarantined_and_retried_after_the_
         {"name": "Billing", "address": "billing@example.com"}])
     runtime = open_runtime(load_settings(after))
     try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def test_a_message_the_store_step_fails_on_is_quarantined_and_retried_after_the_fix(
+        tmp_path: Path, database_url: str) -> None:
+    """Mail for a queue `mailgateway init` has not created waits in quarantine, its
+    neighbours in the batch go through, and a retry after `init` runs the normal path."""
+    with billing_not_yet_initialised(tmp_path, database_url) as runtime:
         good, bad = receive_batch(runtime, [(eml("thunderbird-new-ticket"), Source("smtp")),
                                             (eml("billing-new"), Source("smtp"))])
         assert good.action == "created"
@@ -144,8 +154,21 @@ def test_a_message_the_store_step_fails_on_is_quarantined_and_retried_after_the_
         assert retried.action == "created" and retried.reason == "new"
         assert show(runtime, retried.ticket)["queue"] == "Billing"
         assert raw_row(runtime, bad.raw_id).state == RawState.STORED
-    finally:
-        runtime.close()
+
+
+def test_a_retry_keeps_the_envelope_the_mail_arrived_with(tmp_path: Path,
+                                                          database_url: str) -> None:
+    """The envelope recipient (in no header: a Bcc, an alias) chose the queue when the mail
+    arrived; the retry after the fix routes it the same way."""
+    with billing_not_yet_initialised(tmp_path, database_url) as runtime:
+        envelope = Source("smtp", "127.0.0.1", ("billing@example.com",))
+        (held,) = receive_batch(runtime, [(eml("gmail-new-ticket"), envelope)])
+        assert held.action == "quarantined" and "Billing" in held.reason
+        assert raw_row(runtime, held.raw_id).recipients == ["billing@example.com"]
+        prepare_database(runtime)
+        retried = retry_quarantined(runtime, held.raw_id)
+        assert retried.action == "created"
+        assert show(runtime, retried.ticket)["queue"] == "Billing"
 
 
 def _refuse_subjects_with(runtime: Runtime, word: str) -> None:
