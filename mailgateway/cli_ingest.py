@@ -230,7 +230,7 @@ def quarantine_show(ctx: Context, raw_id: int, show_raw: bool) -> None:
         sys.stdout.buffer.write(ctx.runtime.store.get(raw.sha256))
         return
     for key in ("id", "state", "source", "received_at", "size", "sha256", "header_from",
-                "header_subject", "header_message_id", "attempts", "reason"):
+                "header_subject", "header_message_id", "recipients", "attempts", "reason"):
         click.echo(f"{key}: {getattr(raw, key)}")
 
 

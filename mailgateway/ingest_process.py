@@ -27,9 +27,11 @@ _runtime: Runtime | None = None  # the worker's own
 
 
 def _start_worker(config: str, log_level: int) -> None:
-    """SIGINT (Ctrl-C reaches the whole process group) is the parent's to handle: it stops
-    the listener, then this process after its last batch."""
+    """SIGINT and SIGTERM (Ctrl-C, and systemd's stop, reach the whole process group) are
+    the parent's to handle: it stops the listener, then this process after its last batch.
+    Should the parent die, the closed pipe ends this process too."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from mailgateway.config import load_settings
     from mailgateway.logs import setup_logging
     from mailgateway.runtime import open_runtime
