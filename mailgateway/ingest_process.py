@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,9 +32,11 @@ _runtime: Runtime | None = None  # the worker's own
 def _start_worker(config: str, log_level: int) -> None:
     """SIGINT and SIGTERM (Ctrl-C, and systemd's stop, reach the whole process group) are
     the parent's to handle: it stops the listener, then this process after its last batch.
-    Should the parent die, the closed pipe ends this process too."""
+    Should the parent die (SIGKILL), this process ends too: see _exit_with."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), name="parent-watch",
+                     daemon=True).start()
     from mailgateway.config import load_settings
     from mailgateway.logs import setup_logging
     from mailgateway.runtime import open_runtime
@@ -39,6 +44,15 @@ def _start_worker(config: str, log_level: int) -> None:
     global _runtime
     setup_logging(logging.getLevelName(log_level))
     _runtime = open_runtime(load_settings(config))
+
+
+def _exit_with(parent: int) -> None:
+    """The task queue cannot tell us the parent is gone (this process holds a copy of its
+    writing end), so we look: an orphan would wait for work for ever. A batch cut short
+    here rolls back; nobody was told 250 for it."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
 
 
 def _ready() -> bool:

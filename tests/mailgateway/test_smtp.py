@@ -217,9 +217,10 @@ def stored_once_on_retry(gateway: Gateway, data: bytes, message_id: str) -> None
         assert RawState.RECEIVED not in session.scalars(select(RawMail.state)).all()
 
 
-def ingest_workers() -> list[int]:
-    """This process's children that multiprocessing spawned: the listener's ingest worker."""
-    me, found = str(os.getpid()), []
+def ingest_workers(parent: int | None = None) -> list[int]:
+    """The children that multiprocessing spawned for a process (this one by default): the
+    listener's ingest worker."""
+    me, found = str(parent or os.getpid()), []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             parent = stat.read_text().rsplit(")", 1)[1].split()[1]
@@ -245,6 +246,17 @@ def test_mail_held_by_a_killed_ingest_worker_gets_451_and_a_new_worker_takes_the
         stored_once_on_retry(gateway, data, "<gone@customer.test>")
         assert ingest_workers() and worker not in ingest_workers()
         assert gateway.counts() == (2, 2)
+
+
+def test_the_ingest_worker_ends_when_the_listener_is_killed(tmp_path: Path,
+                                                            database_url: str) -> None:
+    """SIGKILL of `mailgateway run` leaves no worker waiting for work for ever."""
+    with gateway_process(tmp_path, database_url) as gateway:
+        assert send(gateway.port, mail("ann@customer.test", "before the kill"))[0] == 250
+        workers = ingest_workers(gateway.process.pid)
+        assert len(workers) == 1
+        gateway.kill()
+        wait_until(lambda: not Path(f"/proc/{workers[0]}").exists(), "the worker to end")
 
 
 def test_ingest_inside_the_listeners_process_threads_a_reply_too(
