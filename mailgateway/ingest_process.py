@@ -93,7 +93,8 @@ class IngestProcess:
             return self.pool.submit(_receive, list(items)).result()
         except BrokenProcessPool as error:  # killed (OOM, an admin): a new one for the next
             log.error("the ingest worker died (%s); starting another", error)
-            self.pool = self._new_pool()
+            broken, self.pool = self.pool, self._new_pool()
+            broken.shutdown(wait=False, cancel_futures=True)
             raise TemporaryFailure("the ingest worker died") from error
 
     def stop(self) -> None:
