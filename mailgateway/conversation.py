@@ -157,8 +157,8 @@ def by_subject_tag(session: Session, env: Envelope, settings: Settings) -> Place
     ticket = _existing(session, int(found.group(1)))
     if ticket is None:
         return None
-    sender = env.mail.from_address
-    if is_participant(session, ticket, sender) or _colleague(ticket, sender):
+    sender = env.mail.from_address  # "" (no From, no Return-Path) proves no one's identity
+    if sender and (is_participant(session, ticket, sender) or _colleague(ticket, sender)):
         return Placement(ticket.id, "subject-tag", found.group(0))
     return None
 

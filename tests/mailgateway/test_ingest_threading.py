@@ -199,6 +199,20 @@ def test_a_stranger_with_the_tag_opens_a_new_ticket_that_records_it(runtime: Run
     assert len(inbound(show(runtime, ticket_id))) == 1
 
 
+def test_mail_without_any_sender_cannot_use_the_tag_of_another_such_mail(
+        runtime: Runtime) -> None:
+    """Mail with no From and no Return-Path shares the one empty-address contact: it is no
+    proof of being a participant, or any sender-less mail could write into the ticket of
+    another by its tag."""
+    nobody = set_header(eml("cron-missing-headers"), "Return-Path", None)  # and no From
+    first = deliver(runtime, nobody)
+    assert first.action == "created"
+    tagged = set_header(nobody.replace(b"rsync to nas01", b"let me in"), "Subject",
+                        f"Re: [ACME #{first.ticket}] backup")
+    second = deliver(runtime, tagged)
+    assert second.action == "created" and second.ticket != first.ticket, second
+    assert "sender is not a participant" in second.reason
+
 @pytest.mark.parametrize("number", ["42", "99999999999"])
 def test_a_tag_naming_no_ticket_opens_a_new_one(runtime: Runtime, number: str) -> None:
     """Regression: past the 32-bit id range PostgreSQL refused the lookup, so the mail was
