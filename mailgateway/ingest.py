@@ -157,10 +157,10 @@ def _make_durable(runtime: Runtime, work: Sequence[Work], written: Future[None] 
                   ) -> None:
     """The raw bytes (written meanwhile by the store's thread) and the attachments reach the
     disk with one sync, before the commit that points at them."""
-    if written is not None:
+    paths = [runtime.store.path(a.sha256) for item in work for a in item.attachments]
+    if written is not None:  # (a retry's raw bytes are on disk already)
         written.result()
-    paths = [runtime.store.path(i.receipt.sha256) for i in work if written is not None]
-    paths += [runtime.store.path(a.sha256) for item in work for a in item.attachments]
+        paths += [runtime.store.path(item.receipt.sha256) for item in work]
     if paths:
         runtime.store.sync(paths)
 
