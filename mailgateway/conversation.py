@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from mailgateway.config import Settings
 from mailgateway.parse import ParsedMail
 from mailgateway.reply_token import ticket_from_address
+from models.db import in_lists
 from models.schema import Message, Ticket
 from models.tickets import get_ticket, is_participant
 
@@ -72,8 +73,7 @@ class Known:
     def tickets_for(self, session: Session, keys: Iterable[str]) -> dict[str, int]:
         keys = list(dict.fromkeys(keys))
         missing = [k for k in keys if k not in self._asked]
-        for start in range(0, len(missing), 500):  # under every database's parameter limit
-            part = missing[start:start + 500]
+        for part in in_lists(missing):
             self.tickets.update(session.execute(select(Message.dedup_key, Message.ticket_id)
                                                 .where(Message.dedup_key.in_(part))).all())
             self._asked.update(part)
@@ -81,8 +81,7 @@ class Known:
 
     def replies_to(self, session: Session, message_ids: Sequence[str]) -> None:
         missing = [m for m in dict.fromkeys(message_ids) if m not in self._asked_replies]
-        for start in range(0, len(missing), 500):
-            part = missing[start:start + 500]
+        for part in in_lists(missing):
             for parent, ticket_id, rule in session.execute(
                     select(Message.in_reply_to, Message.ticket_id, Message.threaded_by)
                     .where(Message.in_reply_to.in_(part)).order_by(Message.id)):

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
-from models.db import dialect_insert
+from models.db import dialect_insert, in_lists
 from models.schema import Contact, utcnow
 
 
@@ -23,9 +23,8 @@ def fetch_contacts(session: Session, addresses: Iterable[str]) -> None:
     """Load a batch's known contacts with one query, for contact_for to find."""
     emails = list({normalize_address(a) for a in addresses if a})
     known = session.info.setdefault("contacts", {})
-    for start in range(0, len(emails), 500):  # under every database's parameter limit
-        for contact in session.scalars(
-                select(Contact).where(Contact.email.in_(emails[start:start + 500]))):
+    for part in in_lists(emails):
+        for contact in session.scalars(select(Contact).where(Contact.email.in_(part))):
             known[contact.email] = contact
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -12,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
 
 
 def make_engine(url: str, *, pool_size: int = 10,
@@ -60,6 +63,15 @@ def make_sessions(engine: Engine) -> sessionmaker[Session]:
 def make_read_sessions(engine: Engine) -> sessionmaker[Session]:
     """Sessions for reading only: on SQLite they never hold the write lock."""
     return sessionmaker(engine.execution_options(read_only=True), expire_on_commit=False)
+
+
+IN_LIST_SIZE = 500  # values per IN (...): under every database's parameter limit
+
+
+def in_lists(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """A long list of values cut into IN lists the database accepts."""
+    for start in range(0, len(values), IN_LIST_SIZE):
+        yield values[start:start + IN_LIST_SIZE]
 
 
 def dialect_insert(session: Session):  # type: ignore[no-untyped-def]

@@ -30,9 +30,10 @@ class BlobStore:
             raise ValueError(f"not a sha256 digest: {digest!r}")
         return self.root / digest[:2] / digest  # 256 folders: few mkdirs, small folders
 
-    def put(self, data: bytes, *, sync: bool = True) -> str:
-        """Write once (temp file, fsync, rename); the same bytes again are a no-op."""
-        digest = sha256_hex(data)
+    def put(self, data: bytes, *, sync: bool = True, digest: str | None = None) -> str:
+        """Write once (temp file, fsync, rename); the same bytes again are a no-op.
+        `digest`: the bytes' sha256, when the caller has it already."""
+        digest = digest or sha256_hex(data)
         target = self.path(digest)
         if target.exists():
             return digest
@@ -54,11 +55,11 @@ class BlobStore:
         is mostly kernel time, so it runs beside the caller's parsing). Durable only after
         the future's result() and then sync()."""
         digests = [sha256_hex(data) for data in blobs]
-        return digests, _writer().submit(self._write_all, blobs)
+        return digests, _writer().submit(self._write_all, list(zip(digests, blobs, strict=True)))
 
-    def _write_all(self, blobs: list[bytes]) -> None:
-        for data in blobs:
-            self.put(data, sync=False)
+    def _write_all(self, blobs: list[tuple[str, bytes]]) -> None:
+        for digest, data in blobs:
+            self.put(data, sync=False, digest=digest)
 
     def sync(self, paths: list[Path]) -> None:
         if not _syncfs(self.root):
