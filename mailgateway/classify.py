@@ -18,6 +18,7 @@ from email.utils import collapse_rfc2231_value, getaddresses
 
 # decode_header raises HeaderParseError on broken base64; odd charsets raise LookupError.
 _HEADER_ERRORS = (HeaderParseError, LookupError, UnicodeError, ValueError, TypeError)
+SURROGATE = re.compile("[\udc80-\udcff]")  # a raw 8-bit byte, as compat32 keeps it
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,18 @@ def header_text(value: object) -> str:
     """One line of text from a header value: str, email.header.Header, RFC 2047 encoded words
     or raw 8-bit (compat32 hands that over as a Header in charset unknown-8bit). Never raises:
     a robot's malformed header must not turn into a quarantined message."""
+    return _decoded(value)[0]
+
+
+def header_decodes(value: object) -> bool:
+    """False for a value with an encoded word that cannot be read (a cut base64 word): it
+    is then shown as written, and the message should say so."""
+    return _decoded(value)[1]
+
+
+def _decoded(value: object) -> tuple[str, bool]:
     if value is None:
-        return ""
+        return "", True
     text = str(value)
     try:
         if isinstance(value, Header):
@@ -58,8 +69,8 @@ def header_text(value: object) -> str:
         if "=?" in text:  # RFC 2047 words, possibly next to raw 8-bit
             text = "".join(_chunk_text(part, charset) for part, charset in decode_header(text))
     except _HEADER_ERRORS:
-        pass
-    return " ".join(text.split())
+        return " ".join(text.split()), False
+    return " ".join(text.split()), True
 
 
 def _chunk_text(part: bytes | str, charset: str | None) -> str:
@@ -83,7 +94,7 @@ def _bytes_text(data: bytes, charset: str | None) -> str:
 
 def _unsurrogate(text: str) -> str:
     """Raw 8-bit bytes kept as surrogate escapes become real characters."""
-    if not any("\udc80" <= char <= "\udcff" for char in text):
+    if text.isascii() or not SURROGATE.search(text):
         return text
     return _bytes_text(text.encode("utf-8", "surrogateescape"), None)
 

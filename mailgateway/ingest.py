@@ -16,6 +16,7 @@ The caller acknowledges (SMTP 250, IMAP \\Seen, exit 0) only after this returns.
 
 from __future__ import annotations
 
+import email.errors
 import logging
 import random
 import time
@@ -25,7 +26,6 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mailparser.exceptions import MailParserError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -238,7 +238,7 @@ def prepare(runtime: Runtime, item: Work) -> None:
             for a in item.mail.attachments]
     except NotAMessage as error:
         item.failure, item.not_a_message = str(error), True
-    except (MailParserError, RecursionError, ValueError, LookupError, TypeError,
+    except (email.errors.MessageError, RecursionError, ValueError, LookupError, TypeError,
             UnicodeError, AttributeError, IndexError, KeyError) as error:
         log.exception("cannot parse the message from %s (sha256 %s)", item.source,
                       item.receipt.sha256)
