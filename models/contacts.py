@@ -20,9 +20,11 @@ def find_contact(session: Session, address: str) -> Contact | None:
 
 
 def fetch_contacts(session: Session, addresses: Iterable[str]) -> None:
-    """Load a batch's known contacts with one query, for contact_for to find."""
+    """Load a batch's contacts with one query, for contact_for to find; an address found
+    absent is remembered as such, so its first sight costs one INSERT and no SELECT."""
     emails = list({normalize_address(a) for a in addresses if a})
     known = session.info.setdefault("contacts", {})
+    known.update(dict.fromkeys((e for e in emails if e not in known), None))
     for part in in_lists(emails):
         for contact in session.scalars(select(Contact).where(Contact.email.in_(part))):
             known[contact.email] = contact
@@ -32,16 +34,21 @@ def contact_for(session: Session, address: str, name: str = "") -> Contact:
     """The contact for an address, created on first sight; a display name fills a blank one."""
     email = normalize_address(address)
     known = session.info.setdefault("contacts", {})  # per session: one lookup per address
-    contact = known.get(email)
-    if contact is None or inspect(contact).detached or inspect(contact).transient:
+    contact = known.get(email, _UNKNOWN)
+    if contact is _UNKNOWN or (contact is not None and (inspect(contact).detached
+                                                        or inspect(contact).transient)):
         contact = find_contact(session, email)  # (a rolled-back savepoint drops cached ones)
     if contact is None:  # insert-if-absent: a concurrent insert of the same address is fine
-        session.execute(dialect_insert(session)(Contact)
-                        .values(email=email, name=name[:200], created_at=utcnow())
-                        .on_conflict_do_nothing(index_elements=["email"]))
-        contact = find_contact(session, email)
+        contact = session.scalar(
+            dialect_insert(session)(Contact).values(email=email, name=name[:200],
+                                                     created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["email"]).returning(Contact)
+        ) or find_contact(session, email)
         assert contact is not None
     if name and not contact.name:
         contact.name = name[:200]
     known[email] = contact
     return contact
+
+
+_UNKNOWN = object()  # not looked up yet in this session (None: looked up, absent)

@@ -25,4 +25,8 @@ def sync_queues(session: Session, queues: Iterable[tuple[str, str]]) -> dict[str
 
 
 def queue_named(session: Session, name: str) -> Queue | None:
-    return session.scalar(select(Queue).where(Queue.name == name))
+    """Looked up once per session: the ingest path asks for every new ticket."""
+    known = session.info.setdefault("queues", {})
+    if name not in known:
+        known[name] = session.scalar(select(Queue).where(Queue.name == name))
+    return known[name]
