@@ -269,7 +269,7 @@ def measure_parse(messages: list[bytes]) -> list[Figure]:
     figures = []
     limits = LimitSettings()
     for what, run in (("mail-parser alone", mailparser.parse_from_bytes),
-                      ("parse.py (mail-parser + our walk)", lambda raw: parse(raw, limits))):
+                      ("parse.py (email package + our walk)", lambda raw: parse(raw, limits))):
         started = time.perf_counter()
         for raw in messages:
             run(raw)

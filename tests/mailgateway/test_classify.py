@@ -7,7 +7,6 @@ from email.header import Header
 from email.message import Message
 from pathlib import Path
 
-import mailparser
 import pytest
 
 from mailgateway.classify import (
@@ -26,14 +25,15 @@ from mailgateway.classify import (
     is_null_sender_failure,
     is_precedence_bulk_or_list,
 )
+from mailgateway.parse import read_message
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "classify"
 FIXTURES = sorted(path.name for path in CORPUS.glob("*.eml"))
 
 
 def load(name: str) -> Message:
-    """As ingest gets it: mail-parser's .message, a compat32 email.message.Message."""
-    return mailparser.parse_from_bytes((CORPUS / name).read_bytes()).message
+    """As ingest gets it: a compat32 email.message.Message, read by parse.read_message."""
+    return read_message((CORPUS / name).read_bytes(), [])
 
 
 CLASSIFY_CASES = [
