@@ -86,7 +86,7 @@ class SmtpSettings:
     auth_password_env: str = ""
     lmtp: bool = False
     batch_size: int = field(default=64, metadata=check(_positive))
-    batch_wait_ms: int = 2
+    batch_wait_ms: int = 0  # 0: mail that arrived while the last commit ran forms the next
     ingest_process: bool = True  # parse and store in a worker process: a core of its own
 
 

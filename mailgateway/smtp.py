@@ -40,7 +40,9 @@ Ingest = Callable[[Sequence[tuple[bytes, Source]]], list[IngestResult]]
 
 
 class Batcher:
-    """One thread that commits what the SMTP sessions hand it, in groups. `stored` is
+    """One thread that commits what the SMTP sessions hand it, in groups: whatever arrived
+    while the last commit ran forms the next (group commit, no timer: a lone message goes at
+    once; bench, 1 client: p50 14.5 -> 10.9 ms against a 2 ms wait). `stored` is
     called after a batch stored mail: the sender may have acknowledgements to send, and
     when the commit happened in another process no session event tells it so."""
 
