@@ -14,6 +14,5 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("apscheduler", "waitress.queue", "mail-parser", "mailparser", "alembic",
-                  "mail.log"):
+    for noisy in ("apscheduler", "waitress.queue", "alembic", "mail.log"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
