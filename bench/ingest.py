@@ -9,10 +9,11 @@ and the yardsticks, on the same corpus in the same run:
   (3) mail-parser alone parsing it (and our parse.py, for the profile);
   (4) a bare aiosmtpd server that only answers 250, with the same clients.
 Every measurement gets a fresh database: a SQLite file, or with --database-url
-postgresql+psycopg://... a schema of its own, dropped afterwards.
+postgresql+psycopg://... a schema of its own, dropped afterwards. (1) and (3) run --repeat
+times and the best run counts, for both, as timeit does.
 
     python bench/ingest.py [--messages 2000] [--smtp-messages 1000] [--database-url URL ...]
-                           [--out FILE]
+                           [--repeat 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -265,17 +266,27 @@ def measure_smtp(base: str, work: Path, messages: list[bytes], clients: int) -> 
 
 # -- (3) parsing alone ----------------------------------------------------------------------
 
-def measure_parse(messages: list[bytes]) -> list[Figure]:
+def measure_parse(messages: list[bytes], repeat: int) -> list[Figure]:
     figures = []
     limits = LimitSettings()
     for what, run in (("mail-parser alone", mailparser.parse_from_bytes),
                       ("parse.py (email package + our walk)", lambda raw: parse(raw, limits))):
-        started = time.perf_counter()
-        for raw in messages:
-            run(raw)
-        figures.append(Figure(what, "-", len(messages), time.perf_counter() - started))
-        print(f"  {what}: {figures[-1].rate:.0f} msg/s", flush=True)
+        seconds = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            for raw in messages:
+                run(raw)
+            seconds.append(time.perf_counter() - started)
+        figures.append(Figure(what, "-", len(messages), min(seconds)))
+        print(f"  {what}: {figures[-1].rate:.0f} msg/s (best of {repeat})", flush=True)
     return figures
+
+
+def best(figures: list[Figure]) -> Figure:
+    """The fastest of repeated runs, as timeit takes its minimum: this VM's speed drifts,
+    and yardstick and ingest are both taken at their best, so the ratio stays fair."""
+    finished = [f for f in figures if not f.failure]
+    return max(finished, key=lambda f: f.rate) if finished else figures[0]
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -368,6 +379,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--database-url", action="append", dest="bases",
                         help="sqlite (the default) or postgresql+psycopg://...; repeatable")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="parse and ingest runs per figure; the best one counts")
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
     args = parser.parse_args()
     bases = ["sqlite" if b.startswith("sqlite") else b for b in args.bases or ["sqlite"]]
@@ -380,12 +393,12 @@ def main() -> None:
         work = Path(folder)
         maildir = write_maildir(work / "maildir", messages)
         empty = write_maildir(work / "empty", [])
-        figures = measure_parse(messages)
+        figures = measure_parse(messages, args.repeat)
         figures += [measure_bare(work, sample, n) for n in CLIENTS]
         for base in bases:
             figures += [measure_smtp(base, work, sample, n) for n in CLIENTS]
-            figures += [measure_ingest(base, work, maildir, empty, jobs, len(messages))
-                        for jobs in (1, 2)]
+            figures += [best([measure_ingest(base, work, maildir, empty, jobs, len(messages))
+                              for _ in range(args.repeat)]) for jobs in (1, 2)]
     load_after = os.getloadavg()
     facts.append("load average (1, 5, 15 min) before {:.2f} {:.2f} {:.2f}, after "
                  "{:.2f} {:.2f} {:.2f}".format(*load_before, *load_after))
