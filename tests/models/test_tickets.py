@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from mailgateway.runtime import Runtime
 from models.changes import change_status
-from models.contacts import contact_for, find_contact
+from models.contacts import contact_for, fetch_contacts, find_contact
 from models.errors import NotFound
 from models.events import EventKind
-from models.schema import Contact, Direction, Message
+from models.schema import Contact, Direction, Message, utcnow
 from models.tickets import (
     AttachmentDraft,
     add_agent_reply,
@@ -182,6 +182,22 @@ def test_contact_for_is_case_insensitive_and_fills_a_blank_name(runtime: Runtime
     with runtime.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Contact)) == 1
         assert find_contact(s, "DaNa@example.org").name == "Dana Scully"
+
+
+def test_a_contact_that_appears_after_the_batch_looked_is_found_not_doubled(
+        runtime: Runtime) -> None:
+    """fetch_contacts found the address absent; before contact_for runs, the row appears (on
+    PostgreSQL another delivery's commit; here a plain INSERT). The insert-if-absent then
+    inserts nothing and contact_for returns the row that is there."""
+    with runtime.sessions.begin() as s:
+        fetch_contacts(s, ["late@example.org"])
+        s.execute(insert(Contact).values(email="late@example.org", name="Late Larry",
+                                         created_at=utcnow()))
+        contact = contact_for(s, "LATE@example.org", "Someone Else")
+        assert contact.id is not None and contact.name == "Late Larry"
+
+    with runtime.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Contact)) == 1
 
 
 def test_dedup_key_refuses_a_second_message_and_the_transaction_goes_on(
