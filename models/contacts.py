@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, inspect, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from models.db import dialect_insert, in_lists
 from models.schema import Contact, utcnow
@@ -37,13 +37,16 @@ def contact_for(session: Session, address: str, name: str = "") -> Contact:
     contact = known.get(email, _UNKNOWN)
     if contact is _UNKNOWN or (contact is not None and (inspect(contact).detached
                                                         or inspect(contact).transient)):
-        contact = find_contact(session, email)  # (a rolled-back savepoint drops cached ones)
+        contact = find_contact(session, email)  # (expunged meanwhile: look again)
     if contact is None:  # insert-if-absent: a concurrent insert of the same address is fine
         contact = session.scalar(
             dialect_insert(session)(Contact).values(email=email, name=name[:200],
                                                      created_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["email"]).returning(Contact)
-        ) or find_contact(session, email)
+            .on_conflict_do_nothing(index_elements=["email"]).returning(Contact))
+        if contact is None:
+            contact = find_contact(session, email)
+        elif (savepoint := session.get_nested_transaction()) is not None:
+            session.info.setdefault("contacts_inserted", []).append((email, contact, savepoint))
         assert contact is not None
     if name and not contact.name:
         contact.name = name[:200]
@@ -52,3 +55,33 @@ def contact_for(session: Session, address: str, name: str = "") -> Contact:
 
 
 _UNKNOWN = object()  # not looked up yet in this session (None: looked up, absent)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back_contacts(session: Session, rolled_back: SessionTransaction) -> None:
+    """A savepoint that rolls back (one message of a batch set apart) takes the contacts it
+    inserted with it: the session must not hand them to the next message, whose ticket
+    would point at a row that is gone (PostgreSQL) or, as SQLite gives the id to the next
+    new contact, at somebody else."""
+    inserted = session.info.get("contacts_inserted")
+    if not inserted:
+        return
+    undone = rolled_back  # a failed flush rolls back up to the nearest savepoint
+    while not undone.nested and undone.parent is not None:
+        undone = undone.parent
+    known = session.info.get("contacts", {})
+    for entry in list(inserted):
+        email, contact, savepoint = entry
+        if _within(savepoint, undone):
+            inserted.remove(entry)
+            known[email] = None  # absent again
+            if contact in session:
+                session.expunge(contact)
+
+
+def _within(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False

@@ -15,7 +15,7 @@ from mailgateway.config import load_settings
 from mailgateway.ingest import Source, receive_batch, retry_quarantined
 from mailgateway.runtime import Runtime, open_runtime
 from models.inbound import quarantined
-from models.schema import Message, Outbox, RawMail, RawState, Ticket
+from models.schema import Contact, Message, Outbox, RawMail, RawState, Ticket
 from models.tickets import PENDING, change_status_quietly, get_ticket
 from tests.conftest import write_config
 from tests.mailgateway.ingest_support import (
@@ -203,6 +203,34 @@ def test_a_message_the_database_refuses_is_quarantined_not_a_duplicate_or_a_retr
         connection.execute(text("DROP TRIGGER refuse" + (
             "" if runtime.engine.dialect.name == "sqlite" else " ON message")))
     assert retry_quarantined(runtime, refused.raw_id).action == "created"
+
+
+def test_a_new_sender_whose_first_mail_is_refused_still_gets_the_second_stored(
+        runtime: Runtime) -> None:
+    """Regression: the refused mail's savepoint rolled back the contact it had created, but
+    the batch kept handing that contact out: the sender's next mail was quarantined on
+    PostgreSQL (a requester row that is gone) and, on SQLite, which gives the id to the
+    next new contact, opened a ticket with the Cc'd colleague as requester. A contact made
+    in a savepoint that succeeded is kept."""
+    _refuse_subjects_with(runtime, "CSV export")
+    carlos = "Carlos Mendes <carlos.mendes@gmail.com>"
+    again = set_header(set_header(eml("thunderbird-new-ticket"), "From", carlos),
+                       "Message-ID", "<second-from-carlos@mail.gmail.com>")
+    anna_again = set_header(set_header(set_header(
+        eml("gmail-new-ticket"), "From", "Anna Berg <anna.berg@northwind.example>"),
+        "Subject", "Export still broken"), "Message-ID", "<later-from-anna@northwind.example>")
+    anna, refused, carlos_again, anna_later = receive_batch(runtime, [
+        (eml("thunderbird-new-ticket"), Source("smtp")), (eml("gmail-new-ticket"), Source("smtp")),
+        (again, Source("smtp")), (anna_again, Source("smtp"))])
+    assert refused.action == "quarantined" and "refused by a database rule" in refused.reason
+    assert [r.action for r in (anna, carlos_again, anna_later)] == ["created"] * 3
+    assert show(runtime, anna.ticket)["requester"] == "anna.berg@northwind.example"
+    assert show(runtime, carlos_again.ticket)["requester"] == "carlos.mendes@gmail.com"
+    assert show(runtime, anna_later.ticket)["requester"] == "anna.berg@northwind.example"
+    with runtime.sessions() as session:
+        emails = session.scalars(select(Contact.email).order_by(Contact.email)).all()
+    assert emails == ["anna.berg@northwind.example", "carlos.mendes@gmail.com",
+                      "jonas.weber@northwind.example"]
 
 
 def test_headers_postgresql_cannot_hold_as_they_are_still_store(runtime: Runtime) -> None:
