@@ -32,6 +32,7 @@ from tests.mailgateway.ingest_support import (
     threaded,
     with_headers,
 )
+from tests.mailgateway.smtp_gateway import mail
 
 SMTP_HOP = ("Received: from mx.example.com (mx.example.com [198.51.100.2])",
             "\tby gateway.example.com (mailgateway) with SMTP; Mon, 3 Jun 2024 09:57:00 +0200")
@@ -172,20 +173,33 @@ def test_a_retry_keeps_the_envelope_the_mail_arrived_with(tmp_path: Path,
 
 
 def _refuse_subjects_with(runtime: Runtime, word: str) -> None:
-    """A database rule the message breaks: a trigger refusing it (IntegrityError on SQLite,
-    a raised exception on PostgreSQL), like any constraint a message might violate."""
+    _refuse_rows(runtime, "message", "subject", word)
+
+
+def _refuse_rows(runtime: Runtime, table: str, column: str, word: str) -> None:
+    """A database rule a message breaks: a trigger refusing rows whose column holds `word`
+    (IntegrityError on SQLite, a raised exception on PostgreSQL), like any constraint a
+    message or its follow-up might violate."""
     with runtime.engine.begin() as connection:
         if runtime.engine.dialect.name == "sqlite":
             connection.execute(text(
-                f"CREATE TRIGGER refuse BEFORE INSERT ON message WHEN NEW.subject LIKE '%{word}%' "
+                f"CREATE TRIGGER refuse BEFORE INSERT ON {table} "
+                f"WHEN NEW.{column} LIKE '%{word}%' "
                 "BEGIN SELECT RAISE(ABORT, 'refused by a database rule'); END"))
         else:
             connection.execute(text(
                 "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
-                f"IF NEW.subject LIKE '%{word}%' THEN RAISE EXCEPTION 'refused by a database rule';"
-                " END IF; RETURN NEW; END $$ LANGUAGE plpgsql"))
-            connection.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON message "
+                f"IF NEW.{column}::text LIKE '%{word}%' THEN "
+                "RAISE EXCEPTION 'refused by a database rule'; END IF; RETURN NEW; END $$ "
+                "LANGUAGE plpgsql"))
+            connection.execute(text(f"CREATE TRIGGER refuse BEFORE INSERT ON {table} "
                                     "FOR EACH ROW EXECUTE FUNCTION refuse()"))
+
+
+def _drop_refusal(runtime: Runtime, table: str) -> None:
+    with runtime.engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER refuse" + (
+            "" if runtime.engine.dialect.name == "sqlite" else f" ON {table}")))
 
 
 def test_a_message_the_database_refuses_is_quarantined_not_a_duplicate_or_a_retry(
@@ -199,9 +213,7 @@ def test_a_message_the_database_refuses_is_quarantined_not_a_duplicate_or_a_retr
     assert neighbour.action == "created"
     assert refused.action == "quarantined" and "refused by a database rule" in refused.reason
     assert stored_messages(runtime, refused.message_id) == 0
-    with runtime.engine.begin() as connection:
-        connection.execute(text("DROP TRIGGER refuse" + (
-            "" if runtime.engine.dialect.name == "sqlite" else " ON message")))
+    _drop_refusal(runtime, "message")
     assert retry_quarantined(runtime, refused.raw_id).action == "created"
 
 
@@ -231,6 +243,45 @@ def test_a_new_sender_whose_first_mail_is_refused_still_gets_the_second_stored(
         emails = session.scalars(select(Contact.email).order_by(Contact.email)).all()
     assert emails == ["anna.berg@northwind.example", "carlos.mendes@gmail.com",
                       "jonas.weber@northwind.example"]
+
+
+def test_a_batch_whose_follow_ups_fail_for_some_loses_nothing_and_a_retry_completes_it(
+        runtime: Runtime) -> None:
+    """Six customers each write a conversation (a first mail and two replies) into one batch,
+    and the database refuses the acknowledgement to two of them. Their mail is quarantined
+    (the replies find no ticket and want an acknowledgement too); everyone else's is stored
+    with its own sender on its own ticket. After the fix, `quarantine retry` stores the
+    rest exactly once, each reply on its conversation's ticket."""
+    _refuse_rows(runtime, "outbox", "recipients", "refused.test")
+    senders = [f"c{n}@{'refused' if n in (1, 4) else 'customer'}.test" for n in range(6)]
+
+    def conversation_mail(sender: str, n: int) -> bytes:
+        parent = f"<{sender}-m{n - 1}>" if n else None
+        return mail(sender, f"Order question from {sender}", f"Mail {n} of {sender}.\n",
+                    message_id=f"<{sender}-m{n}>", in_reply_to=parent)
+
+    batch = [(conversation_mail(s, n), Source("smtp")) for n in range(3) for s in senders]
+    results = dict(zip([(s, n) for n in range(3) for s in senders],
+                       receive_batch(runtime, batch), strict=True))
+    for sender in senders:
+        actions = [results[sender, n].action for n in range(3)]
+        if "refused" in sender:
+            assert actions == ["quarantined"] * 3
+        else:
+            assert actions == ["created", "appended", "appended"]
+            assert {results[sender, n].ticket for n in range(3)} == {results[sender, 0].ticket}
+            assert show(runtime, results[sender, 0].ticket)["requester"] == sender
+
+    _drop_refusal(runtime, "outbox")
+    for sender in ("c1@refused.test", "c4@refused.test"):
+        retried = [retry_quarantined(runtime, results[sender, n].raw_id) for n in range(3)]
+        assert [r.action for r in retried] == ["created", "appended", "appended"]
+        assert {r.ticket for r in retried} == {retried[0].ticket}
+        assert show(runtime, retried[0].ticket)["requester"] == sender
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Message).where(
+            Message.direction == "inbound")) == 18
+        assert sorted(session.scalars(select(Contact.email))) == sorted(senders)
 
 
 def test_headers_postgresql_cannot_hold_as_they_are_still_store(runtime: Runtime) -> None:
