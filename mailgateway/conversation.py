@@ -1,7 +1,8 @@
 """Which ticket a message belongs to, and why: each rule is one function, tried in order.
 
 (a) In-Reply-To, then References, naming a message we stored or sent;
-(a') a message that stored mail already answers (it arrived after its reply);
+(a') a message that stored mail already answers (it arrived after its reply), or stored
+     mail of the same conversation (References starting at the same first message);
 (b) a signed reply token in an address the customer wrote to;
 (c) the subject tag "[TAG #n]", only from a participant of ticket n (or a colleague
     at the requester's own company domain), so guessing numbers gets no one in;
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from mailgateway.config import Settings
 from mailgateway.parse import ParsedMail
@@ -41,7 +42,8 @@ class Placement:
     """Where a message goes (a ticket, or None for a new one), by which rule and reference."""
 
     ticket_id: int | None
-    rule: str  # in-reply-to | references | referenced-by | reply-token | subject-tag | new
+    rule: str  # in-reply-to | references | referenced-by | thread-root | reply-token |
+    # subject-tag | new
     ref: str = ""
     ticket: Ticket | None = None  # loaded already; held so the next step need not reload it
 
@@ -56,8 +58,11 @@ class Known:
     tickets: dict[str, int] = field(default_factory=dict)  # dedup key -> its ticket
     replies: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # in_reply_to ->
     # [(ticket, threaded_by)] of the messages answering it
+    roots: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # thread_root ->
+    # [(ticket, threaded_by)] of the messages of that conversation
     _asked: set[str] = field(default_factory=set)
     _asked_replies: set[str] = field(default_factory=set)
+    _asked_roots: set[str] = field(default_factory=set)
     _held: list[Ticket] = field(default_factory=list)  # the identity map holds rows weakly
 
     def fetch(self, session: Session, mails: Iterable[ParsedMail]) -> None:
@@ -67,7 +72,9 @@ class Known:
                                              *m.references[-MAX_REFERENCES:]) if k}
         self.tickets_for(session, keys)
         self.replies_to(session, [m.message_id for m in mails if m.message_id])
-        ids = set(self.tickets.values()) | {t for rs in self.replies.values() for t, _ in rs}
+        self.conversations(session, [m.thread_root for m in mails if m.thread_root])
+        ids = set(self.tickets.values()) | {t for rs in (*self.replies.values(),
+                                                         *self.roots.values()) for t, _ in rs}
         self._held = list(session.scalars(select(Ticket).where(Ticket.id.in_(ids)))) if ids else []
 
     def tickets_for(self, session: Session, keys: Iterable[str]) -> dict[str, int]:
@@ -80,13 +87,15 @@ class Known:
         return {k: self.tickets[k] for k in keys if k in self.tickets}
 
     def replies_to(self, session: Session, message_ids: Sequence[str]) -> None:
-        missing = [m for m in dict.fromkeys(message_ids) if m not in self._asked_replies]
-        for part in in_lists(missing):
-            for parent, ticket_id, rule in session.execute(
-                    select(Message.in_reply_to, Message.ticket_id, Message.threaded_by)
-                    .where(Message.in_reply_to.in_(part)).order_by(Message.id)):
-                self.replies.setdefault(parent, []).append((ticket_id, rule))
-            self._asked_replies.update(part)
+        _group_by(session, Message.in_reply_to, message_ids, self.replies, self._asked_replies)
+
+    def conversations(self, session: Session, roots: Sequence[str]) -> None:
+        _group_by(session, Message.thread_root, roots, self.roots, self._asked_roots)
+
+    def same_conversation(self, session: Session, root: str) -> list[tuple[int, str]]:
+        """(ticket, threaded_by) of each stored message whose thread_root is root."""
+        self.conversations(session, [root])
+        return self.roots.get(root, [])
 
     def answers(self, session: Session, message_id: str) -> list[tuple[int, str]]:
         """(ticket, threaded_by) of each stored message whose In-Reply-To is message_id."""
@@ -100,6 +109,22 @@ class Known:
         if message.in_reply_to:
             self.replies.setdefault(message.in_reply_to, []).append(
                 (message.ticket_id, message.threaded_by))
+        if message.thread_root:
+            self.roots.setdefault(message.thread_root, []).append(
+                (message.ticket_id, message.threaded_by))
+
+
+def _group_by(session: Session, column: InstrumentedAttribute, values: Sequence[str],
+              found: dict[str, list[tuple[int, str]]], asked: set[str]) -> None:
+    """(ticket, threaded_by) of the stored messages whose column holds each value, oldest
+    first, for the values not asked about yet."""
+    missing = [v for v in dict.fromkeys(values) if v not in asked]
+    for part in in_lists(missing):
+        for value, ticket_id, rule in session.execute(
+                select(column, Message.ticket_id, Message.threaded_by)
+                .where(column.in_(part)).order_by(Message.id)):
+            found.setdefault(value, []).append((ticket_id, rule))
+        asked.update(part)
 
 
 @dataclass(frozen=True)
@@ -135,6 +160,15 @@ def by_referenced_by(session: Session, env: Envelope, settings: Settings) -> Pla
     return Placement(answers[0][0], "referenced-by", env.mail.message_id) if answers else None
 
 
+def by_thread_root(session: Session, env: Envelope, settings: Settings) -> Placement | None:
+    """Out of order, with no stored parent (an import whose answers in between we never
+    saw): stored mail whose References start at the same first message is this one's
+    conversation."""
+    root = env.mail.thread_root
+    found = env.known.same_conversation(session, root) if root else []
+    return Placement(found[0][0], "thread-root", root) if found else None
+
+
 def by_reply_token(session: Session, env: Envelope, settings: Settings) -> Placement | None:
     """Our Reply-To carries a signed token; only we can make one, so it cannot be guessed."""
     mail = env.mail
@@ -162,8 +196,8 @@ def by_subject_tag(session: Session, env: Envelope, settings: Settings) -> Place
     return None
 
 
-RULES: list[Rule] = [by_in_reply_to, by_references, by_referenced_by, by_reply_token,
-                     by_subject_tag]
+RULES: list[Rule] = [by_in_reply_to, by_references, by_referenced_by, by_thread_root,
+                     by_reply_token, by_subject_tag]
 
 
 def place(session: Session, env: Envelope, settings: Settings) -> Placement:

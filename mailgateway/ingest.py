@@ -326,17 +326,21 @@ class _Unflushed:
     placed: list[_Placed] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # dedup keys of the stored messages
     parents: set[str] = field(default_factory=set)  # their In-Reply-To
+    roots: set[str] = field(default_factory=set)  # their conversations' first ids
 
     def needs_flush(self, mail: ParsedMail, verdict: Verdict) -> bool:
         refs = [mail.dedup_key, mail.in_reply_to, *mail.references]
         return (verdict.auto == "bounce" or any(r in self.keys for r in refs if r)
-                or mail.message_id in self.parents)
+                or mail.message_id in self.parents or mail.thread_root in self.roots)
 
     def add(self, placed: _Placed) -> None:
         self.placed.append(placed)
-        self.keys.add(placed.item.mail.dedup_key)
-        if placed.item.mail.in_reply_to:
-            self.parents.add(placed.item.mail.in_reply_to)
+        mail = placed.item.mail
+        self.keys.add(mail.dedup_key)
+        if mail.in_reply_to:
+            self.parents.add(mail.in_reply_to)
+        if mail.thread_root:
+            self.roots.add(mail.thread_root)
 
 
 def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, careful: bool
@@ -475,15 +479,17 @@ def _thread_and_store(session: Session, settings: Settings, item: Work, known: K
 
 
 # How a reply stored before its parent was placed: it found nothing (a ticket of its own),
-# or only a reply of its own that came even earlier (referenced-by).
-PARENTLESS = ("new", "referenced-by")
+# or only mail of its own conversation that came even earlier (referenced-by, thread-root).
+PARENTLESS = ("new", "referenced-by", "thread-root")
 
 
 def adopt_early_replies(session: Session, ticket: Ticket, mail: ParsedMail, known: Known
                         ) -> None:
     """Out of order: a reply stored before this message, its parent, found nothing and opened
     a ticket of its own. Now that the parent is here and threaded, that ticket is merged into
-    the parent's, so the whole conversation is one ticket as a person would expect."""
+    the parent's, so the whole conversation is one ticket as a person would expect. (Only
+    the parent's arrival merges: any later mail of the conversation doing it would undo an
+    agent's split.)"""
     if not mail.message_id or not any(
             rule in PARENTLESS and ticket_id != ticket.id
             for ticket_id, rule in known.answers(session, mail.message_id)):
@@ -555,6 +561,7 @@ def _draft(mail: ParsedMail, verdict: Verdict, placement: Placement, raw_id: int
         to=[a for _, a in mail.to], cc=[a for _, a in mail.cc], subject=mail.subject,
         sent_at=mail.sent_at, text=mail.text, html=mail.html, reply_text=mail.reply_text,
         in_reply_to=mail.in_reply_to, references=" ".join(mail.references) or None,
+        thread_root=mail.thread_root,
         auto=verdict.auto, auto_reason=verdict.reason, threaded_by=placement.rule,
         threaded_ref=placement.ref, notes=mail.notes,
         thread_index=mail.header("Thread-Index")[:2000] or None,

@@ -74,6 +74,12 @@ class ParsedMail:
         return default if value is None else _text(value)
 
     @property
+    def thread_root(self) -> str | None:
+        """The conversation's first Message-ID: References starts with it (RFC 5322 3.6.4,
+        and clients that trim References keep it); else the parent, else this message."""
+        return (self.references or [self.in_reply_to or self.message_id])[0]
+
+    @property
     def dedup_key(self) -> str:
         """The Message-ID; without one, a hash of what a second delivery keeps the same
         (not the raw bytes: each path adds its own Received lines)."""

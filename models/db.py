@@ -95,8 +95,9 @@ def migrations_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "migrations"
 
 
-def upgrade(engine: Engine) -> str:
-    """Create or upgrade the schema to the newest revision; safe to run any number of times."""
+def upgrade(engine: Engine, revision: str = "head") -> str:
+    """Create or upgrade the schema to the newest revision (or the one given, for testing
+    a migration's data step); safe to run any number of times."""
     from alembic import command
     from alembic.config import Config
 
@@ -104,7 +105,7 @@ def upgrade(engine: Engine) -> str:
     config.set_main_option("script_location", str(migrations_dir()))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
     return current_revision(engine)
 
 

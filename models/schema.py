@@ -195,6 +195,8 @@ class Message(Base):
         Index("ix_message_ticket_created", "ticket_id", "created_at"),
         # threading out of order: "which stored reply names this message as its parent?"
         Index("ix_message_in_reply_to", "in_reply_to"),
+        # ... and "which stored message is of the same conversation?" (parse.thread_root)
+        Index("ix_message_thread_root", "thread_root"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
@@ -205,6 +207,7 @@ class Message(Base):
     message_id: Mapped[str | None] = mapped_column(String(998))
     in_reply_to: Mapped[str | None] = mapped_column(Text)
     references: Mapped[str | None] = mapped_column(Text)
+    thread_root: Mapped[str | None] = mapped_column(Text)  # inbound: the conversation's first id
     from_address: Mapped[str] = mapped_column(String(320), default="")
     from_name: Mapped[str] = mapped_column(String(200), default="")
     to: Mapped[list[str]] = mapped_column(JSON, default=list)

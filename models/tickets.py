@@ -61,6 +61,7 @@ class MessageDraft:
     reply_text: str = ""
     in_reply_to: str | None = None
     references: str | None = None
+    thread_root: str | None = None
     auto: str | None = None
     auto_reason: str = ""
     threaded_by: str = "new"
@@ -223,7 +224,8 @@ def _add_message(session: Session, ticket: Ticket, draft: MessageDraft,
     message = Message(
         ticket=ticket, direction=str(draft.direction), dedup_key=draft.dedup_key,
         message_id=draft.message_id, in_reply_to=draft.in_reply_to, references=draft.references,
-        from_address=draft.from_address.lower(), from_name=draft.from_name[:200],
+        thread_root=draft.thread_root, from_address=draft.from_address.lower(),
+        from_name=draft.from_name[:200],
         to=draft.to, cc=draft.cc, subject=draft.subject, sent_at=naive_utc(draft.sent_at),
         text=draft.text, html=draft.html, reply_text=draft.reply_text, auto=draft.auto,
         auto_reason=draft.auto_reason, threaded_by=draft.threaded_by,

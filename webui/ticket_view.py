@@ -19,6 +19,8 @@ THREADED_BY = {
     "in-reply-to": "its In-Reply-To header names a message of this ticket",
     "references": "its References header names a message of this ticket",
     "referenced-by": "a reply already on this ticket names it as its parent",
+    "thread-root": "mail already on this ticket is of the same conversation (their References "
+                   "start at the same first message)",
     "reply-token": "it was sent to this ticket's signed reply address",
     "subject-tag": "its subject carries this ticket's tag, from a participant",
     "new": "it started a new conversation",

@@ -71,35 +71,60 @@ def test_a_reply_that_arrives_before_its_parent_ends_on_one_ticket(runtime: Runt
     assert len(show_all_tickets(runtime)) == 1
 
 
-def conversation_mail(n: int) -> bytes:
-    """Message n of one conversation, each answering the one before it."""
+def conversation_mail(n: int, *, unseen_answers: bool = False) -> bytes:
+    """Message n of one conversation, each answering the one before it. With unseen_answers
+    the odd messages are an agent's answers sent from a system we never saw: each reply
+    names the unseen answer in In-Reply-To and the whole chain in References."""
     from email.message import EmailMessage
+
+    def message_id(k: int) -> str:
+        return f"<n{k}@{'helpdesk' if unseen_answers and k % 2 else 'customer'}.test>"
 
     message = EmailMessage()
     message["From"] = "ann@customer.test"
     message["To"] = "support@example.com"
     message["Subject"] = "Re: the order" if n else "the order"
-    message["Message-ID"] = f"<n{n}@customer.test>"
+    message["Message-ID"] = message_id(n)
     if n:
-        message["In-Reply-To"] = f"<n{n - 1}@customer.test>"
+        message["In-Reply-To"] = message_id(n - 1)
+        if unseen_answers:
+            message["References"] = " ".join(message_id(k) for k in range(n))
     message.set_content(f"Message {n}.")
     return bytes(message)
+
+
+def one_ticket_after(runtime: Runtime, mails: list[bytes]) -> dict:
+    """Deliver the mails one by one; every one of them ends on one live ticket, shown."""
+    for data in mails:
+        deliver(runtime, data)
+    with runtime.sessions() as session:
+        live = session.execute(select(Message.ticket_id, Message.message_id)
+                               .where(Message.direction == "inbound")).all()
+        tickets = {get_ticket(session, t, follow_merge=True).id for t, _ in live}
+    assert len(live) == len(mails) and len(tickets) == 1, live
+    return show(runtime, tickets.pop())
 
 
 def test_a_chain_that_arrives_in_a_scrambled_order_ends_on_one_ticket(runtime: Runtime) -> None:
     """Found by a parallel import on PostgreSQL: 3 comes first (a ticket of its own), 2 joins
     it by referenced-by, then 1 arrives and threads onto 0's ticket. 2 was placed by its
     reply, never by its parent, so 3's ticket is still an early reply's, and is adopted."""
-    for n in (0, 3, 2, 1):
-        deliver(runtime, conversation_mail(n))
-    with runtime.sessions() as session:
-        live = session.execute(select(Message.ticket_id, Message.message_id)
-                               .where(Message.direction == "inbound")).all()
-        tickets = {get_ticket(session, t, follow_merge=True).id for t, _ in live}
-    assert len(live) == 4 and len(tickets) == 1, live
-    shown = show(runtime, tickets.pop())
+    shown = one_ticket_after(runtime, [conversation_mail(n) for n in (0, 3, 2, 1)])
     assert sorted(m["message_id"] for m in inbound(shown)) == [
         f"<n{n}@customer.test>" for n in range(4)]
+
+
+@pytest.mark.parametrize("order", [(4, 2, 0), (2, 4, 0), (4, 0, 2)])
+def test_replies_whose_parents_we_never_saw_arriving_first_end_on_one_ticket(
+        runtime: Runtime, order: tuple[int, ...]) -> None:
+    """Imported out of order, the replies name no stored message at all (their parents are
+    answers we never stored), but their References start at the same first message: one
+    conversation, one ticket, whatever the order."""
+    shown = one_ticket_after(runtime, [conversation_mail(n, unseen_answers=True)
+                                       for n in order])
+    assert sorted(m["message_id"] for m in inbound(shown)) == [
+        f"<n{n}@customer.test>" for n in (0, 2, 4)]
+    assert ("thread-root", "<n0@customer.test>") in threaded(shown)
 
 
 def test_a_reply_to_our_acknowledgement_threads(runtime: Runtime) -> None:

@@ -43,6 +43,42 @@ def _search_machinery(difference: object) -> bool:
     return any(name in text for name in ("message_search", "_fts", "search_vector", "tsv"))
 
 
+def test_0006_gives_stored_mail_its_conversations_first_message_id(database_url: str) -> None:
+    """thread_root for mail stored before it existed: References' first id, else the
+    In-Reply-To, else the message's own id; our own outbound mail is left alone."""
+    from sqlalchemy import text
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine, "0005")
+        with engine.begin() as connection:
+            for statement in (
+                    "INSERT INTO queue (id, name, address) VALUES (1, 'Q', 'q@x.test')",
+                    "INSERT INTO contact (id, email, name, created_at) "
+                    "VALUES (1, 'ann@x.test', '', '2026-01-01')",
+                    "INSERT INTO ticket (id, subject, status, priority, queue_id, requester_id, "
+                    "snippet, message_count, created_at, updated_at) VALUES (1, 's', 'new', "
+                    "'normal', 1, 1, '', 4, '2026-01-01', '2026-01-01')"):
+                connection.execute(text(statement))
+            for n, (direction, irt, refs) in enumerate([
+                    ("inbound", None, None), ("inbound", "<a>", None),
+                    ("inbound", "<c>", "<a> <b> <c>"), ("outbound", "<d>", "<a> <d>")]):
+                connection.execute(text(
+                    "INSERT INTO message (ticket_id, direction, dedup_key, message_id, "
+                    "in_reply_to, \"references\", from_address, from_name, \"to\", cc, subject, "
+                    "created_at, text, reply_text, auto_reason, threaded_by, threaded_ref, notes) "
+                    "VALUES (1, :d, :k, :k, :irt, :refs, '', '', '[]', '[]', '', '2026-01-01', "
+                    "'', '', '', 'new', '', '[]')"),
+                    {"d": direction, "k": f"<m{n}>", "irt": irt, "refs": refs})
+        upgrade(engine)
+        with engine.connect() as connection:
+            roots = connection.execute(text(
+                "SELECT thread_root FROM message ORDER BY id")).scalars().all()
+        assert roots == ["<m0>", "<a>", "<a>", None]
+    finally:
+        engine.dispose()
+
+
 def test_a_reader_is_not_blocked_by_a_writer(tmp_path) -> None:
     """SQLite: web pages read while an ingest batch holds the write lock."""
     import time
