@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from models.db import dialect_insert, in_lists
@@ -34,10 +34,9 @@ def contact_for(session: Session, address: str, name: str = "") -> Contact:
     """The contact for an address, created on first sight; a display name fills a blank one."""
     email = normalize_address(address)
     known = session.info.setdefault("contacts", {})  # per session: one lookup per address
-    contact = known.get(email, _UNKNOWN)
-    if contact is _UNKNOWN or (contact is not None and (inspect(contact).detached
-                                                        or inspect(contact).transient)):
-        contact = find_contact(session, email)  # (expunged meanwhile: look again)
+    contact = known.get(email, _UNKNOWN)  # (a rolled-back savepoint's are forgotten below)
+    if contact is _UNKNOWN:
+        contact = find_contact(session, email)
     if contact is None:  # insert-if-absent: a concurrent insert of the same address is fine
         contact = session.scalar(
             dialect_insert(session)(Contact).values(email=email, name=name[:200],
