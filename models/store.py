@@ -11,10 +11,14 @@ import ctypes.util
 import functools
 import hashlib
 import os
+import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
 def sha256_hex(data: bytes) -> str:
@@ -26,25 +30,33 @@ class BlobStore:
     root: Path
 
     def path(self, digest: str) -> Path:
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        if not _DIGEST.fullmatch(digest):
             raise ValueError(f"not a sha256 digest: {digest!r}")
         return self.root / digest[:2] / digest  # 256 folders: few mkdirs, small folders
 
     def put(self, data: bytes, *, sync: bool = True, digest: str | None = None) -> str:
         """Write once (temp file, fsync, rename); the same bytes again are a no-op.
-        `digest`: the bytes' sha256, when the caller has it already."""
+        `digest`: the bytes' sha256, when the caller has it already. Plain os calls, few of
+        them: each lets go of the interpreter lock, and the write-behind thread has to win
+        it back from the parsing thread every time."""
         digest = digest or sha256_hex(data)
         target = self.path(digest)
-        if target.exists():
+        if os.path.exists(target):
             return digest
-        if not target.parent.is_dir():
+        temporary = target.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            fd = os.open(temporary, _CREATE, 0o644)
+        except FileNotFoundError:  # the first blob of its folder
             target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{digest}.{os.getpid()}.{id(data)}.tmp")
-        with open(temporary, "wb") as out:
-            out.write(data)
+            fd = os.open(temporary, _CREATE, 0o644)
+        try:
+            view = memoryview(data)
+            while view:  # a regular file takes it all at once, save for a signal
+                view = view[os.write(fd, view):]
             if sync:
-                out.flush()
-                os.fsync(out.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temporary, target)
         if sync:
             sync_directory(target.parent)
