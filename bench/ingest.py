@@ -295,6 +295,20 @@ def label(base: str) -> str:
     return "SQLite" if base == "sqlite" else "PostgreSQL"
 
 
+def filesystem(path: Path) -> str:
+    """The type of the file system under path (ext4, tmpfs...), from /proc/mounts."""
+    mounts = Path("/proc/mounts")
+    if not mounts.exists():
+        return "?"
+    best_point, kind = "", "?"
+    for line in mounts.read_text().splitlines():
+        point, fs_type = line.split()[1:3]
+        if (str(path.resolve()) + "/").startswith(point.rstrip("/") + "/") and \
+                len(point) >= len(best_point):
+            best_point, kind = point, fs_type
+    return kind
+
+
 def machine(bases: list[str]) -> list[str]:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
@@ -382,6 +396,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="parse and ingest runs per figure; the best one counts")
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    parser.add_argument("--work", type=Path, help="the folder that holds the instances (their "
+                        "stores and SQLite files); default: a temporary one on /tmp. /dev/shm "
+                        "shows what the figures owe to the disk")
     args = parser.parse_args()
     bases = ["sqlite" if b.startswith("sqlite") else b for b in args.bases or ["sqlite"]]
     load_before = os.getloadavg()
@@ -389,8 +406,10 @@ def main() -> None:
     facts = machine(bases)
     print("\n".join(facts) + f"\ncorpus: {describe(messages)}", flush=True)
     sample = messages[:args.smtp_messages]
-    with tempfile.TemporaryDirectory(prefix="mailgateway-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="mailgateway-bench-", dir=args.work) as folder:
         work = Path(folder)
+        facts.append(f"instances (store and SQLite files) under {work.parent}, "
+                     f"{filesystem(work)}")
         maildir = write_maildir(work / "maildir", messages)
         empty = write_maildir(work / "empty", [])
         figures = measure_parse(messages, args.repeat)
