@@ -20,9 +20,9 @@ import email.errors
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -165,16 +165,13 @@ def _make_durable(runtime: Runtime, work: Sequence[Work], written: Future[None] 
         runtime.store.sync(paths)
 
 
-class _temporary_on_storage_errors:  # noqa: N801
+@contextmanager
+def _temporary_on_storage_errors() -> Iterator[None]:
     """Disk full, permissions, a file where the store's folder should be: try again later."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, error: BaseException | None, _tb: object) -> bool:
-        if isinstance(error, OSError):
-            raise TemporaryFailure(f"cannot store the message: {error}") from error
-        return False
+    try:
+        yield
+    except OSError as error:
+        raise TemporaryFailure(f"cannot store the message: {error}") from error
 
 
 def retry_quarantined(runtime: Runtime, raw_id: int) -> IngestResult:
@@ -569,15 +566,13 @@ def _draft(mail: ParsedMail, verdict: Verdict, placement: Placement, raw_id: int
         attachments=attachments)
 
 
-class _temporary_on_database_errors:  # noqa: N801
+@contextmanager
+def _temporary_on_database_errors() -> Iterator[None]:
     """Database unreachable or locked: the sender should retry, so TemporaryFailure."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, error: BaseException | None, _tb: object) -> bool:
-        if isinstance(error, OperationalError | DBAPIError) and not isinstance(
-                error, IntegrityError):
-            reason = " ".join(str(error.orig or error).split())  # one line for logs and stderr
-            raise TemporaryFailure(f"database unavailable: {reason}") from error
-        return False
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except (OperationalError, DBAPIError) as error:
+        reason = " ".join(str(error.orig or error).split())  # one line for logs and stderr
+        raise TemporaryFailure(f"database unavailable: {reason}") from error
