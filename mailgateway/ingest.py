@@ -348,7 +348,7 @@ def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, ca
     mails = [i.mail for i in pending if i.mail is not None]
     known = Known()
     known.fetch(session, mails)
-    fetch_contacts(session, [a for m in mails for a in (m.from_address, *(a for _, a in m.cc))])
+    fetch_contacts(session, _people(pending, settings, known))
     unflushed, placed = _Unflushed(), []
     with session.no_autoflush:
         for item in pending:
@@ -374,6 +374,21 @@ def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, ca
         if not done.followed_up:
             _follow_up(session, done.stored, settings)
     save_settled(session, [item.raw for item in pending])
+
+
+def _people(work: Sequence[Work], settings: Settings, known: Known
+            ) -> Iterator[tuple[str, str]]:
+    """Whom the batch will make contacts of: each sender and the people a person's mail
+    copies (never our own addresses); none for mail that will be set apart, ignored, found a
+    duplicate, or stored as a bounce of ours."""
+    for item in work:
+        mail, verdict = item.mail, item.verdict
+        if (item.failure or mail.dedup_key in known.tickets or verdict.auto == "bounce"
+                or ignore_reason(mail, verdict, settings)):
+            continue
+        yield mail.from_address, mail.from_name
+        if not verdict.auto:
+            yield from ((a, n) for n, a in mail.cc if not is_ours(a, settings))
 
 
 def _receipts(session: Session, work: Sequence[Work]) -> list[Work]:

@@ -184,20 +184,23 @@ def test_contact_for_is_case_insensitive_and_fills_a_blank_name(runtime: Runtime
         assert find_contact(s, "DaNa@example.org").name == "Dana Scully"
 
 
-def test_a_contact_that_appears_after_the_batch_looked_is_found_not_doubled(
+def test_a_batch_inserts_its_absent_contacts_and_keeps_a_row_already_there(
         runtime: Runtime) -> None:
-    """fetch_contacts found the address absent; before contact_for runs, the row appears (on
-    PostgreSQL another delivery's commit; here a plain INSERT). The insert-if-absent then
-    inserts nothing and contact_for returns the row that is there."""
+    """fetch_contacts inserts the batch's new addresses at once; one that another delivery
+    inserted first (on PostgreSQL a concurrent commit; here a plain INSERT) is kept as it
+    is, not doubled and not renamed, and contact_for hands out the loaded rows."""
     with runtime.sessions.begin() as s:
-        fetch_contacts(s, ["late@example.org"])
         s.execute(insert(Contact).values(email="late@example.org", name="Late Larry",
                                          created_at=utcnow()))
-        contact = contact_for(s, "LATE@example.org", "Someone Else")
-        assert contact.id is not None and contact.name == "Late Larry"
+        fetch_contacts(s, [("LATE@example.org", "Someone Else"), ("new@example.org", ""),
+                           ("New@Example.org", "Nora New"), ("", "Nobody")])
+        late = contact_for(s, "late@example.org")
+        assert late.id is not None and late.name == "Late Larry"
+        assert contact_for(s, "new@example.org").name == "Nora New"
 
     with runtime.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(Contact)) == 1
+        assert s.scalars(select(Contact.email).order_by(Contact.email)).all() == [
+            "late@example.org", "new@example.org"]
 
 
 def test_dedup_key_refuses_a_second_message_and_the_transaction_goes_on(
