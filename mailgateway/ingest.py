@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from sqlalchemy import select
@@ -43,6 +43,7 @@ from models.changes import merge
 from models.contacts import fetch_contacts
 from models.errors import NotFound
 from models.inbound import RawReceipt, get_raw, record_raw, save_settled, settle, settled_raw
+from models.outbox import queued_mail
 from models.queues import queue_named
 from models.schema import Direction, Message, Queue, RawMail, RawState, Ticket
 from models.tickets import (
@@ -79,6 +80,7 @@ class IngestResult:
     reason: str
     raw_id: int | None = None
     not_a_message: bool = False  # the pipe exits 65 for these: the sender should hear of it
+    mail_queued: bool = False  # its batch queued outbound mail: a sender elsewhere has work
 
     def as_json(self) -> dict[str, object]:
         return {"action": self.action, "ticket": self.ticket, "message_id": self.message_id,
@@ -139,8 +141,9 @@ def receive_batch(runtime: Runtime, items: Sequence[tuple[bytes, Source]], *,
                 prepare(runtime, item)
         _make_durable(runtime, work, written)
     with turn(), _temporary_on_database_errors():
-        commit_messages(runtime, work)
-    return [_repeat_answer(item) if item.same_as else item.result for item in work]
+        mailed = commit_messages(runtime, work)
+    results = [_repeat_answer(item) if item.same_as else item.result for item in work]
+    return [replace(r, mail_queued=True) for r in results] if mailed else results
 
 
 def _repeat_answer(item: Work) -> IngestResult:
@@ -265,15 +268,15 @@ RETRYABLE = {"40P01", "40001"}  # PostgreSQL: deadlock victim, serialization fai
 ATTEMPTS = 4
 
 
-def commit_messages(runtime: Runtime, work: Sequence[Work]) -> None:
-    """One transaction for the batch. PostgreSQL may abort it as a deadlock's victim when
-    two processes touch the same contacts or tickets in another order: then it simply runs
-    again (nothing of it was committed), a few times, before giving up with 451 / exit 75."""
+def commit_messages(runtime: Runtime, work: Sequence[Work]) -> bool:
+    """One transaction for the batch; True if it queued outbound mail. PostgreSQL may abort
+    it as a deadlock's victim when two processes touch the same contacts or tickets in
+    another order: then it simply runs again (nothing of it was committed), a few times,
+    before giving up with 451 / exit 75."""
     answered = [(item.result, item.raw) for item in work]
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            _commit_once(runtime, work, answered)
-            return
+            return _commit_once(runtime, work, answered)
         except OperationalError as error:
             if getattr(error.orig, "sqlstate", None) not in RETRYABLE or attempt == ATTEMPTS:
                 raise
@@ -283,7 +286,7 @@ def commit_messages(runtime: Runtime, work: Sequence[Work]) -> None:
             time.sleep(random.uniform(0.005, 0.05) * attempt)
 
 
-def _commit_once(runtime: Runtime, work: Sequence[Work], answered: list) -> None:
+def _commit_once(runtime: Runtime, work: Sequence[Work], answered: list) -> bool:
     """Fast path: duplicates known from one query, no savepoints. If the commit still meets
     the unique dedup_key (a concurrent delivery of the same mail won the race) or any message
     fails, the batch is redone with a savepoint per message, so only the duplicate or the
@@ -291,6 +294,7 @@ def _commit_once(runtime: Runtime, work: Sequence[Work], answered: list) -> None
     try:
         with runtime.sessions.begin() as session:
             _store_all(session, runtime.settings, work, careful=False)
+            return queued_mail(session)
     except DATABASE_TROUBLE:
         raise  # TemporaryFailure for all
     except Exception:  # noqa: BLE001 -- a duplicate or one bad message: find it carefully
@@ -298,6 +302,7 @@ def _commit_once(runtime: Runtime, work: Sequence[Work], answered: list) -> None
         _restore(work, answered)
         with runtime.sessions.begin() as session:
             _store_all(session, runtime.settings, work, careful=True)
+            return queued_mail(session)
 
 
 def _restore(work: Sequence[Work], answered: list) -> None:

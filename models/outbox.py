@@ -77,6 +77,12 @@ def with_ids(session: Session, *rows: Ticket | Message | None) -> None:
         session.flush()
 
 
+def queued_mail(session: Session) -> bool:
+    """Whether this transaction queued mail (before its commit: a sender listening in this
+    process takes the flag when the commit happens)."""
+    return bool(session.info.get(QUEUED_FLAG))
+
+
 def claim_due(session: Session, *, lease_seconds: int, limit: int = 20,
               now: datetime | None = None) -> list[Claim]:
     """Take up to `limit` rows that are due, or whose sender's lease ran out, for this sender.

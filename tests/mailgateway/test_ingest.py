@@ -449,3 +449,25 @@ def test_raw_rows_are_one_per_distinct_bytes(runtime: Runtime) -> None:
     deliver(runtime, with_headers(data, *IMAP_HOP))
     with runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(RawMail)) == 2
+
+
+def test_a_result_says_whether_its_batch_queued_mail_for_the_sender(runtime: Runtime) -> None:
+    """The SMTP listener wakes the sender only for a batch that queued mail: its ingest
+    worker commits in another process, where no session event reaches the sender."""
+    first = mail("Ann Customer <ann@customer.test>", "Printer on fire",
+                 message_id="<first@customer.test>")
+    reply = mail("Ann Customer <ann@customer.test>", "Re: Printer on fire", "Still burning.\n",
+                 message_id="<second@customer.test>", in_reply_to="<first@customer.test>")
+    history = mail("Bob Customer <bob@customer.test>", "Last year's question",
+                   message_id="<old@customer.test>")
+
+    opened = deliver(runtime, first)
+    assert opened.action == "created" and opened.mail_queued  # the acknowledgement
+    answered = deliver(runtime, reply)
+    assert answered.action == "appended" and not answered.mail_queued  # nobody to tell
+    imported = deliver(runtime, history, kind="import")
+    assert imported.action == "created" and not imported.mail_queued  # history: no mail
+    again = deliver(runtime, first)
+    assert again.action == "duplicate" and not again.mail_queued
+    with runtime.sessions() as session:
+        assert session.scalars(select(Outbox.kind)).all() == ["acknowledgement"]

@@ -5,6 +5,7 @@ looked up in the database or with `mailgateway ticket show --json`."""
 from __future__ import annotations
 
 import base64
+import email
 import logging
 import os
 import re
@@ -15,6 +16,7 @@ import socket
 import sqlite3
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -23,6 +25,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import URL, create_engine, select, text
 
+from mailgateway.jobs import SWEEP_SECONDS
 from models.schema import RawMail, RawState
 from tests.mailgateway.smtp_gateway import (
     HOST,
@@ -89,6 +92,24 @@ def test_first_mail_opens_a_ticket_and_the_reply_threads_onto_it(
     assert [(m["message_id"], m["threaded_by"]) for m in inbound] == [
         ("<first@customer.test>", "new"), ("<second@customer.test>", "in-reply-to")]
     assert inbound[1]["reply_text"].strip() == "It is still burning."
+
+
+def test_the_acknowledgement_leaves_at_once_although_a_worker_process_stored_the_mail(
+        tmp_path: Path, database_url: str) -> None:
+    """The ingest worker commits in its own process, where no session event reaches the
+    sender: the listener wakes it for a batch that queued mail, so the acknowledgement
+    leaves now, not at the next outbox sweep."""
+    sent = tmp_path / "sent"
+    with gateway_process(tmp_path, database_url,
+                         outbound={"transport": "directory", "path": str(sent)}) as gateway:
+        started = time.monotonic()
+        code, text = send(gateway.port, mail("Ann Customer <ann@customer.test>", "Printer on fire"))
+        assert code == 250 and "created" in text
+        wait_until(lambda: list(sent.glob("*.eml")), "the acknowledgement",
+                   timeout=SWEEP_SECONDS - 3)
+        assert time.monotonic() - started < SWEEP_SECONDS
+    [ack] = [email.message_from_bytes(p.read_bytes()) for p in sent.glob("*.eml")]
+    assert ack["Auto-Submitted"] == "auto-replied" and "ann@customer.test" in ack["To"]
 
 
 # -- who and what is accepted -------------------------------------------------------------
