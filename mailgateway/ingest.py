@@ -254,6 +254,11 @@ def is_ours(address: str, settings: Settings) -> bool:
             or address.lower().rpartition("@")[2] in domains)
 
 
+def _copied(mail: ParsedMail, settings: Settings) -> list[tuple[str, str]]:
+    """(address, name) of the people a mail copies, who join its ticket: never our own."""
+    return [(a, n) for n, a in mail.cc if not is_ours(a, settings)]
+
+
 def ignore_reason(mail: ParsedMail, verdict: Verdict, settings: Settings) -> str:
     """Our own mail coming back is a loop waiting to happen: keep it, act on nothing.
     A bounce from our own domain's mailer-daemon is not ours: it reports a failure."""
@@ -393,7 +398,7 @@ def _people(work: Sequence[Work], settings: Settings, known: Known
             continue
         yield mail.from_address, mail.from_name
         if not verdict.auto:
-            yield from ((a, n) for n, a in mail.cc if not is_ours(a, settings))
+            yield from _copied(mail, settings)
 
 
 def _receipts(session: Session, work: Sequence[Work]) -> list[Work]:
@@ -480,7 +485,7 @@ def _thread_and_store(session: Session, settings: Settings, item: Work, known: K
     placement = place(session, Envelope(mail, item.source.recipients, tuple(extra), known),
                       settings)
     draft = _draft(mail, verdict, placement, raw.id, item.attachments)
-    cc = [(a, n) for n, a in mail.cc if not is_ours(a, settings)]  # (address, name)
+    cc = _copied(mail, settings)
     if placement.ticket_id is None:
         queue = _queue(session, route(mail, item.source, settings))
         ticket, message = open_ticket(session, draft, queue=queue,
