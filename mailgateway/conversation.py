@@ -53,7 +53,7 @@ class Known:
     """What the database holds about a batch's Message-IDs, fetched with one query per batch
     instead of one per message and rule. An id not fetched yet (the Message-ID a bounce
     reports) is looked up when a rule asks; messages stored by the batch itself are added
-    after each flush, so the answers stay those the database would give."""
+    after each write, so the answers stay those the database would give."""
 
     tickets: dict[str, int] = field(default_factory=dict)  # dedup key -> its ticket
     replies: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # in_reply_to ->
@@ -102,16 +102,15 @@ class Known:
         self.replies_to(session, [message_id])
         return self.replies.get(message_id, [])
 
-    def add(self, message: Message) -> None:
-        """A message the batch stored, once flushed."""
-        self.tickets[message.dedup_key] = message.ticket_id
-        self._asked.add(message.dedup_key)
-        if message.in_reply_to:
-            self.replies.setdefault(message.in_reply_to, []).append(
-                (message.ticket_id, message.threaded_by))
-        if message.thread_root:
-            self.roots.setdefault(message.thread_root, []).append(
-                (message.ticket_id, message.threaded_by))
+    def add(self, dedup_key: str, ticket_id: int, rule: str, *, in_reply_to: str | None,
+            thread_root: str | None) -> None:
+        """A message the batch stored, once written."""
+        self.tickets[dedup_key] = ticket_id
+        self._asked.add(dedup_key)
+        if in_reply_to:
+            self.replies.setdefault(in_reply_to, []).append((ticket_id, rule))
+        if thread_root:
+            self.roots.setdefault(thread_root, []).append((ticket_id, rule))
 
 
 def _group_by(session: Session, column: InstrumentedAttribute, values: Sequence[str],

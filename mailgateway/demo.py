@@ -8,9 +8,10 @@ from sqlalchemy import func, select
 
 from mailgateway.runtime import Runtime
 from models import users
+from models.customer_mail import add_customer_message, open_ticket
 from models.queues import queue_named
 from models.schema import Agent, Direction, utcnow
-from models.tickets import MessageDraft, add_customer_message, open_ticket
+from models.tickets import MessageDraft
 
 DEMO_ADMIN = "admin@example.com"
 CONVERSATIONS = [

@@ -4,7 +4,7 @@
     2 parse        parse.py: never raises for mail, NotAMessage for garbage
     3 classify     classify.py: human or robot; ours or a loop is ignored
     4 thread       conversation.py: which ticket, by which rule
-    5 domain op    models/tickets.py: open a ticket or add the message
+    5 domain op    models/customer_mail.py: open a ticket or add the message, as rows
     6 follow-ups   FOLLOW_UPS: acknowledgement, notifications (outbox rows)
     The receipt rows (RawMail) and 4-6 commit in one transaction for a whole batch. A
     duplicate (unique dedup_key) or a fault makes the batch run again with a savepoint per
@@ -41,18 +41,13 @@ from mailgateway.runtime import Runtime
 from models.bounces import record_bounce
 from models.changes import merge
 from models.contacts import fetch_contacts
+from models.customer_mail import CustomerMail, Written
 from models.errors import NotFound
 from models.inbound import RawReceipt, get_raw, record_raw, save_settled, settle, settled_raw
 from models.outbox import queued_mail
 from models.queues import queue_named
 from models.schema import Direction, Message, Queue, RawMail, RawState, Ticket
-from models.tickets import (
-    AttachmentDraft,
-    MessageDraft,
-    add_customer_message,
-    get_ticket,
-    open_ticket,
-)
+from models.tickets import AttachmentDraft, MessageDraft, get_ticket
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +102,18 @@ class Work:
 
 @dataclass(frozen=True)
 class Stored:
-    """What a follow-up step sees: the message just stored and how it got there (run after
-    the batch's flush, so ids are known)."""
+    """What a follow-up step sees: a message just stored and how it got there (run once the
+    batch is written, so ids are known; a step loads the rows it needs, all at once)."""
 
-    ticket: Ticket
-    message: Message
+    ticket_id: int
+    message_id: int
     created: bool
     mail: ParsedMail
     verdict: Verdict
     source: Source
 
 
-FollowUp = Callable[[Session, Stored, Settings], None]
+FollowUp = Callable[[Session, Sequence[Stored], Settings], None]  # the batch's, at once
 FOLLOW_UPS: list[FollowUp] = [queue_followups]
 
 
@@ -317,25 +312,30 @@ def _restore(work: Sequence[Work], answered: list) -> None:
 
 @dataclass
 class _Placed:
-    """A message stored in this batch, awaiting the batch's flush for its ids."""
+    """A message stored in this batch, awaiting the batch's write for its ids."""
 
-    stored: Stored
     item: Work
     placement: Placement
+    written: Written
     followed_up: bool = False  # its follow-ups already ran (in its savepoint)
+
+    def stored(self) -> Stored:
+        return Stored(self.written.ticket_id, self.written.message_id,
+                      self.written.created, self.item.mail, self.item.verdict, self.item.source)
 
 
 @dataclass
-class _Unflushed:
-    """What this batch stored but has not flushed: a message that refers to one of these
-    flushes first, so threading sees it; every other message waits for one flush."""
+class _Unwritten:
+    """What this batch stored but has not written: a message that refers to one of these
+    has them written first, so threading sees them; every other message waits for one
+    write."""
 
     placed: list[_Placed] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # dedup keys of the stored messages
     parents: set[str] = field(default_factory=set)  # their In-Reply-To
     roots: set[str] = field(default_factory=set)  # their conversations' first ids
 
-    def needs_flush(self, mail: ParsedMail, verdict: Verdict) -> bool:
+    def needs_write(self, mail: ParsedMail, verdict: Verdict) -> bool:
         refs = [mail.dedup_key, mail.in_reply_to, *mail.references]
         return (verdict.auto == "bounce" or any(r in self.keys for r in refs if r)
                 or mail.message_id in self.parents or mail.thread_root in self.roots)
@@ -359,30 +359,30 @@ def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, ca
     known = Known()
     known.fetch(session, mails)
     fetch_contacts(session, _people(pending, settings, known))
-    unflushed, placed = _Unflushed(), []
+    unwritten, placed, rows = _Unwritten(), [], CustomerMail(session)
     with session.no_autoflush:
         for item in pending:
             if item.failure:
                 item.result = _quarantine(item.raw, item.mail, item.failure,
                                           not_a_message=item.not_a_message)
                 continue
-            if unflushed.needs_flush(item.mail, item.verdict):
-                _flush(session, known, unflushed)
-                unflushed = _Unflushed()
+            if unwritten.needs_write(item.mail, item.verdict):
+                _write(rows, known, unwritten)
+                unwritten = _Unwritten()
             if item.mail.dedup_key in known.tickets:
                 item.result = _duplicate(item.raw, item.mail, known.tickets[item.mail.dedup_key])
                 continue
-            outcome = _store_one(session, settings, item, known, careful=careful)
+            outcome = _store_one(session, settings, item, known, rows, careful=careful)
             if isinstance(outcome, _Placed):
                 placed.append(outcome)
-                unflushed.add(outcome)
+                unwritten.add(outcome)
             else:
                 item.result = outcome
-    _flush(session, known, unflushed)
+    _write(rows, known, unwritten)
     for done in placed:
         done.item.result = _stored(done)
-        if not done.followed_up:
-            _follow_up(session, done.stored, settings)
+    _follow_up(session, [done.stored() for done in placed if not done.followed_up],
+               settings)
     save_settled(session, [item.raw for item in pending])
 
 
@@ -416,26 +416,28 @@ def _receipts(session: Session, work: Sequence[Work]) -> list[Work]:
     return [i for i in todo if i.result is None]
 
 
-def _flush(session: Session, known: Known, unflushed: _Unflushed) -> None:
-    session.flush()
-    for done in unflushed.placed:
-        known.add(done.stored.message)
+def _write(rows: CustomerMail, known: Known, unwritten: _Unwritten) -> None:
+    rows.write()
+    for done in unwritten.placed:
+        known.add(done.item.mail.dedup_key, done.written.ticket_id, done.placement.rule,
+                  in_reply_to=done.item.mail.in_reply_to, thread_root=done.item.mail.thread_root)
 
 
-def _store_one(session: Session, settings: Settings, item: Work, known: Known, *,
-               careful: bool) -> IngestResult | _Placed:
+def _store_one(session: Session, settings: Settings, item: Work, known: Known,
+               rows: CustomerMail, *, careful: bool) -> IngestResult | _Placed:
     raw, mail, verdict = item.raw, item.mail, item.verdict
     reason = ignore_reason(mail, verdict, settings)
     if reason:
         settle(raw, RawState.IGNORED, reason, message_id=mail.message_id, subject=mail.subject,
                sender=mail.from_address)
         return IngestResult("ignored", None, mail.message_id, reason, raw.id)
-    if not careful:  # follow-ups wait for the batch's flush
-        return _thread_and_store(session, settings, item, known)
+    if not careful:  # follow-ups wait for the batch's write
+        return _thread_and_store(session, settings, item, known, rows)
     try:
         with session.begin_nested():
-            placed = _thread_and_store(session, settings, item, known)
-            _follow_up(session, placed.stored, settings)
+            placed = _thread_and_store(session, settings, item, known, rows)
+            rows.write()
+            _follow_up(session, [placed.stored()], settings)
             placed.followed_up = True
             return placed
     except IntegrityError as error:
@@ -451,28 +453,29 @@ def _store_one(session: Session, settings: Settings, item: Work, known: Known, *
         return _quarantine(raw, mail, f"store failed: {error!r}")
 
 
-def _follow_up(session: Session, stored: Stored, settings: Settings) -> None:
-    for follow_up in FOLLOW_UPS:
-        follow_up(session, stored, settings)
+def _follow_up(session: Session, stored: Sequence[Stored], settings: Settings) -> None:
+    if stored:
+        for follow_up in FOLLOW_UPS:
+            follow_up(session, stored, settings)
 
 
 def _stored(done: _Placed) -> IngestResult:
-    """The answer for a stored message, once the flush has given its ticket an id."""
-    item, placement, ticket = done.item, done.placement, done.stored.ticket
+    """The answer for a stored message, once the write has given its ticket an id."""
+    item, placement, written = done.item, done.placement, done.written
     mail, verdict = item.mail, item.verdict
-    settle(item.raw, RawState.STORED, placement.rule, ticket_id=ticket.id,
+    settle(item.raw, RawState.STORED, placement.rule, ticket_id=written.ticket_id,
            message_id=mail.message_id, subject=mail.subject, sender=mail.from_address)
     log.info("message %s %s ticket %s (%s)", mail.message_id,
-             "opened" if done.stored.created else "appended to", ticket.id, placement.rule)
+             "opened" if written.created else "appended to", written.ticket_id, placement.rule)
     why = f"{placement.rule}: {placement.ref}" if placement.ref else placement.rule
     if verdict.auto:
         why += f"; automatic ({verdict.reason})"
-    return IngestResult("created" if done.stored.created else "appended", ticket.id,
+    return IngestResult("created" if written.created else "appended", written.ticket_id,
                         mail.message_id, why, item.raw.id)
 
 
-def _thread_and_store(session: Session, settings: Settings, item: Work, known: Known
-                      ) -> _Placed:
+def _thread_and_store(session: Session, settings: Settings, item: Work, known: Known,
+                      rows: CustomerMail) -> _Placed:
     raw, mail, verdict = item.raw, item.mail, item.verdict
     extra = []
     if verdict.auto == "bounce":
@@ -488,16 +491,13 @@ def _thread_and_store(session: Session, settings: Settings, item: Work, known: K
     cc = _copied(mail, settings)
     if placement.ticket_id is None:
         queue = _queue(session, route(mail, item.source, settings))
-        ticket, message = open_ticket(session, draft, queue=queue,
-                                      priority=settings.tickets.default_priority, cc=cc,
-                                      flush=False)
+        written = rows.open_ticket(draft, queue=queue,
+                                   priority=settings.tickets.default_priority, cc=cc)
     else:
         ticket = placement.ticket or get_ticket(session, placement.ticket_id)
-        message = add_customer_message(session, ticket, draft, cc=[] if verdict.auto else cc,
-                                       flush=False)
-    adopt_early_replies(session, ticket, mail, known)
-    created = placement.ticket_id is None
-    return _Placed(Stored(ticket, message, created, mail, verdict, item.source), item, placement)
+        written = rows.add(ticket, draft, cc=[] if verdict.auto else cc)
+    adopt_early_replies(session, written, mail, known, rows)
+    return _Placed(item, placement, written)
 
 
 # How a reply stored before its parent was placed: it found nothing (a ticket of its own),
@@ -505,24 +505,25 @@ def _thread_and_store(session: Session, settings: Settings, item: Work, known: K
 PARENTLESS = ("new", "referenced-by", "thread-root")
 
 
-def adopt_early_replies(session: Session, ticket: Ticket, mail: ParsedMail, known: Known
-                        ) -> None:
+def adopt_early_replies(session: Session, written: Written, mail: ParsedMail, known: Known,
+                        rows: CustomerMail) -> None:
     """Out of order: a reply stored before this message, its parent, found nothing and opened
     a ticket of its own. Now that the parent is here and threaded, that ticket is merged into
     the parent's, so the whole conversation is one ticket as a person would expect. (Only
     the parent's arrival merges: any later mail of the conversation doing it would undo an
     agent's split.)"""
     if not mail.message_id or not any(
-            rule in PARENTLESS and ticket_id != ticket.id
+            rule in PARENTLESS and ticket_id != written.ticket_id
             for ticket_id, rule in known.answers(session, mail.message_id)):
         return
-    # (early replies pending in this batch were flushed: _Unflushed.needs_flush saw the parent)
+    # (early replies pending in this batch were written: _Unwritten.needs_write saw the
+    # parent; the merge moves rows, so this message and its ticket must be rows too)
+    rows.write()
+    ticket = get_ticket(session, written.ticket_id)
     early = session.scalars(
         select(Ticket).join(Message, Message.ticket_id == Ticket.id)
         .where(Message.in_reply_to == mail.message_id, Message.threaded_by.in_(PARENTLESS),
                Ticket.id != ticket.id, Ticket.merged_into_id.is_(None))).unique().all()
-    if early:
-        session.flush()  # the merge moves rows: pending replies to the orphan must be rows
     for orphan in early:
         log.info("ticket %s was opened by an early reply to %s: merged into ticket %s",
                  orphan.id, mail.message_id, ticket.id)
@@ -554,8 +555,8 @@ def _store_bounce(session: Session, settings: Settings, item: Work, ours: Bounce
     draft = _draft(item.mail, item.verdict, placement, item.raw.id, item.attachments)
     message = record_bounce(session, ours.row, draft, ours.report,
                             suppress_days=settings.acknowledgement.bounce_suppress_days)
-    stored = Stored(message.ticket, message, False, item.mail, item.verdict, item.source)
-    return _Placed(stored, item, placement, followed_up=True)  # a robot: no follow-ups
+    written = Written(False, message.ticket_id, message.id)
+    return _Placed(item, placement, written, followed_up=True)  # a robot: no follow-ups
 
 
 def _duplicate(raw: RawMail, mail: ParsedMail, ticket_id: int | None) -> IngestResult:

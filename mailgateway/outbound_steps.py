@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailgateway.classify import DeliveryReport
@@ -21,7 +22,7 @@ from mailgateway.parse import ParsedMail
 from mailgateway.reply_token import outbox_from_bounce_address
 from models.bounces import BounceReport, find_bounced_outbox
 from models.followups import FollowupPolicy, after_customer_message
-from models.schema import Outbox
+from models.schema import Message, Outbox, Ticket
 
 if TYPE_CHECKING:
     from mailgateway.ingest import Stored
@@ -45,13 +46,20 @@ def followup_policy(settings: Settings) -> FollowupPolicy:
     )
 
 
-def queue_followups(session: Session, stored: Stored, settings: Settings) -> None:
+def queue_followups(session: Session, stored: Sequence[Stored], settings: Settings) -> None:
     """A person's mail: acknowledge a new ticket, tell the agents. A robot's: nothing, and
     neither does imported history (an mbox of last year must not mail every customer)."""
-    if stored.verdict.auto or str(stored.source).startswith("import"):
+    people = [s for s in stored if not s.verdict.auto and not str(s.source).startswith("import")]
+    if not people:
         return
-    after_customer_message(session, stored.ticket, stored.message, created=stored.created,
-                           policy=followup_policy(settings))
+    tickets = {t.id: t for t in session.scalars(
+        select(Ticket).where(Ticket.id.in_({s.ticket_id for s in people})))}
+    messages = {m.id: m for m in session.scalars(
+        select(Message).where(Message.id.in_([s.message_id for s in people])))}
+    policy = followup_policy(settings)
+    for one in people:
+        after_customer_message(session, tickets[one.ticket_id], messages[one.message_id],
+                               created=one.created, policy=policy)
 
 
 @dataclass(frozen=True)

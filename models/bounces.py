@@ -17,9 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.contacts import normalize_address
+from models.customer_mail import add_customer_message
 from models.outbox import fail
 from models.schema import Message, Outbox, OutboxState, Suppression, utcnow
-from models.tickets import MessageDraft, add_customer_message, get_ticket
+from models.tickets import MessageDraft, get_ticket
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Tickets and their messages: open a ticket, add a customer's mail, an agent's reply or a note.
+"""Tickets and their messages: an agent's reply, a note, our own mail, a split's new ticket,
+and the rows and status changes every path shares (a customer's mail: customer_mail.py).
 
 Each operation takes a Session and never commits: the caller's transaction makes the
 ticket change, its Event and any outbox rows land together or not at all.
@@ -88,66 +89,29 @@ def get_ticket(session: Session, ticket_id: int, *, follow_merge: bool = False) 
 
 def open_ticket_shell(
     session: Session, *, subject: str, queue: Queue, requester_address: str,
-    requester_name: str = "", priority: str = "normal", customer_activity: bool = True,
-    flush: bool = True,
+    requester_name: str = "", priority: str = "normal",
 ) -> Ticket:
-    """A ticket with its requester and CREATED event, before any message is on it."""
+    """A ticket with its requester and CREATED event, before any message is on it (a split).
+    A customer's mail opens its ticket through models/customer_mail.py instead."""
     requester = contact_for(session, requester_address, requester_name)
-    now = utcnow()
-    ticket = Ticket(
-        subject=subject[:2000], status=NEW, priority=priority, queue_id=queue.id, queue=queue,
-        requester=requester, snippet="", message_count=0,
-        requester_id=requester.id, created_at=now, updated_at=now,
-        last_customer_at=now if customer_activity else None,
-    )
+    ticket = Ticket(**ticket_columns(subject=subject, queue=queue, requester=requester,
+                                     priority=priority, customer_activity=True), queue=queue,
+                    requester=requester)
     session.add(ticket)
     ticket.participants.append(Participant(contact=requester, role="requester"))
     record_event(session, ticket, EventKind.CREATED, actor=requester, new=queue.name)
-    if flush:  # callers get ids; the ingest path flushes once per batch instead
-        session.flush()
+    session.flush()
     return ticket
 
 
-def open_ticket(
-    session: Session, draft: MessageDraft, *, queue: Queue, priority: str = "normal",
-    cc: list[tuple[str, str]] = (), flush: bool = True,
-) -> tuple[Ticket, Message]:
-    """A new ticket from a customer's first message; sender becomes requester, Cc participants."""
-    ticket = open_ticket_shell(
-        session, subject=draft.subject, queue=queue, requester_address=draft.from_address,
-        requester_name=draft.from_name, priority=priority, customer_activity=not draft.auto,
-        flush=False,
-    )
-    message = _add_message(session, ticket, draft, author=ticket.requester)
-    add_participants(session, ticket, cc)
-    if flush:
-        session.flush()
-    return ticket, message
-
-
-def add_customer_message(
-    session: Session, ticket: Ticket, draft: MessageDraft, *, cc: list[tuple[str, str]] = (),
-    flush: bool = True,
-) -> Message:
-    """A customer's mail on an existing ticket: it reopens a pending or solved ticket, unless
-    a robot wrote it: robots never change a ticket's state or its waiting-on-customer clock."""
-    author = contact_for(session, draft.from_address, draft.from_name)
-    message = _add_message(session, ticket, draft, author=author)
-    if draft.auto:
-        record_event(session, ticket, EventKind.AUTO_MESSAGE, actor=author, new=draft.auto,
-                     message=message)
-        if flush:
-            session.flush()
-        return message
-    ticket.last_customer_at = ticket.updated_at = utcnow()
-    record_event(session, ticket, EventKind.CUSTOMER_MESSAGE, actor=author,
-                 message=message)
-    if ticket.status in REOPENED_BY_CUSTOMER:
-        change_status_quietly(session, ticket, OPEN, actor=author)
-    add_participants(session, ticket, cc)
-    if flush:
-        session.flush()
-    return message
+def ticket_columns(*, subject: str, queue: Queue, requester: Contact, priority: str,
+                   customer_activity: bool) -> dict[str, object]:
+    """A new ticket's row, before its first message is counted on it."""
+    now = utcnow()
+    return {"subject": subject[:2000], "status": NEW, "priority": priority,
+            "queue_id": queue.id, "requester_id": requester.id, "snippet": "",
+            "message_count": 0, "created_at": now, "updated_at": now,
+            "last_customer_at": now if customer_activity else None}
 
 
 def add_agent_reply(session: Session, ticket: Ticket, draft: MessageDraft, *, agent: Agent
@@ -187,18 +151,6 @@ def add_note(session: Session, ticket: Ticket, text: str, *, agent: Agent,
     return message
 
 
-def add_participants(session: Session, ticket: Ticket, people: list[tuple[str, str]]) -> None:
-    """Cc'd people join the conversation; they may write into the ticket by its tag later."""
-    if not people:
-        return
-    present = {p.contact_id or p.contact.id for p in ticket.participants}
-    for address, name in people:
-        contact = contact_for(session, address, name)
-        if contact.id not in present:
-            ticket.participants.append(Participant(contact_id=contact.id, role="cc"))
-            present.add(contact.id)
-
-
 def is_participant(session: Session, ticket: Ticket, address: str) -> bool:
     return session.scalar(
         select(Participant.contact_id).join(Contact)
@@ -221,28 +173,49 @@ def change_status_quietly(session: Session, ticket: Ticket, status: str, *,
 
 def _add_message(session: Session, ticket: Ticket, draft: MessageDraft,
                  author: Agent | Contact | None) -> Message:
-    message = Message(
-        ticket=ticket, direction=str(draft.direction), dedup_key=draft.dedup_key,
-        message_id=draft.message_id, in_reply_to=draft.in_reply_to, references=draft.references,
-        thread_root=draft.thread_root, from_address=draft.from_address.lower(),
-        from_name=draft.from_name[:200],
-        to=draft.to, cc=draft.cc, subject=draft.subject, sent_at=naive_utc(draft.sent_at),
-        text=draft.text, html=draft.html, reply_text=draft.reply_text, auto=draft.auto,
-        auto_reason=draft.auto_reason, threaded_by=draft.threaded_by,
-        threaded_ref=draft.threaded_ref, notes=draft.notes, thread_index=draft.thread_index,
-        thread_topic=draft.thread_topic, raw_id=draft.raw_id,
-        submission_key=draft.submission_key, bounce_of_id=draft.bounce_of_id,
-        author_agent_id=author.id if isinstance(author, Agent) else None,
-        author_contact_id=author.id if isinstance(author, Contact) else None,
-        attachments=[Attachment(filename=a.filename, content_type=a.content_type, size=a.size,
-                                sha256=a.sha256, content_id=a.content_id, inline=a.inline)
-                     for a in draft.attachments],
-    )
+    message = Message(ticket=ticket, **message_columns(draft, author),
+                      attachments=[Attachment(**attachment_columns(a))
+                                   for a in draft.attachments])
     session.add(message)
+    count_message(ticket, draft)
+    return message
+
+
+def message_columns(draft: MessageDraft, author: Agent | Contact | None) -> dict[str, object]:
+    """A message's row (without its ticket), the same whichever way it is written."""
+    return {
+        "direction": str(draft.direction), "dedup_key": draft.dedup_key,
+        "message_id": draft.message_id, "in_reply_to": draft.in_reply_to,
+        "references": draft.references, "thread_root": draft.thread_root,
+        "from_address": draft.from_address.lower(), "from_name": draft.from_name[:200],
+        "to": draft.to, "cc": draft.cc, "subject": draft.subject,
+        "sent_at": naive_utc(draft.sent_at), "created_at": utcnow(), "text": draft.text,
+        "html": draft.html, "reply_text": draft.reply_text, "auto": draft.auto,
+        "auto_reason": draft.auto_reason, "threaded_by": draft.threaded_by,
+        "threaded_ref": draft.threaded_ref, "notes": draft.notes,
+        "thread_index": draft.thread_index, "thread_topic": draft.thread_topic,
+        "raw_id": draft.raw_id, "submission_key": draft.submission_key,
+        "bounce_of_id": draft.bounce_of_id,
+        "author_agent_id": author.id if isinstance(author, Agent) else None,
+        "author_contact_id": author.id if isinstance(author, Contact) else None,
+    }
+
+
+def attachment_columns(attachment: AttachmentDraft) -> dict[str, object]:
+    return {"filename": attachment.filename, "content_type": attachment.content_type,
+            "size": attachment.size, "sha256": attachment.sha256,
+            "content_id": attachment.content_id, "inline": attachment.inline}
+
+
+def count_message(ticket: Ticket, draft: MessageDraft) -> None:
+    """One more message on the ticket; a person's words become the inbox's snippet."""
     ticket.message_count = (ticket.message_count or 0) + 1
     if draft.direction != Direction.NOTE and not draft.auto:
-        ticket.snippet = " ".join((draft.reply_text or draft.text).split())[:SNIPPET_CHARS]
-    return message
+        ticket.snippet = snippet_of(draft)
+
+
+def snippet_of(draft: MessageDraft) -> str:
+    return " ".join((draft.reply_text or draft.text).split())[:SNIPPET_CHARS]
 
 
 def naive_utc(moment: datetime | None) -> datetime | None:

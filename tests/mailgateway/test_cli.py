@@ -17,9 +17,10 @@ from mailgateway.cli_setup import prepare_database
 from mailgateway.config import load_settings
 from mailgateway.runtime import Runtime, open_runtime
 from models import users
+from models.customer_mail import add_customer_message, open_ticket
 from models.queues import queue_named
 from models.schema import Direction
-from models.tickets import AttachmentDraft, MessageDraft, add_customer_message, open_ticket
+from models.tickets import AttachmentDraft, MessageDraft
 from tests.conftest import ROOT, write_config
 
 MAILGATEWAY = Path(sys.executable).with_name("mailgateway")

@@ -24,10 +24,11 @@ from mailgateway.compose import (
 from mailgateway.outbound_steps import followup_policy
 from mailgateway.reply_token import outbox_from_bounce_address, ticket_from_address
 from mailgateway.runtime import Runtime
+from models.customer_mail import open_ticket
 from models.followups import after_customer_message
 from models.replies import queue_reply
 from models.schema import Message, Outbox, utcnow
-from models.tickets import AttachmentDraft, open_ticket
+from models.tickets import AttachmentDraft
 from tests.models.factories import agent, default_queue, inbound
 
 # An Outlook 2016 Thread-Index of a first message (22 bytes: 0x01, FILETIME, GUID).

@@ -20,10 +20,11 @@ from sqlalchemy import select
 
 from mailgateway.runtime import Runtime
 from mailgateway.sender import DirectoryTransport, Sender
+from models.customer_mail import open_ticket
 from models.events import EventKind
 from models.replies import queue_reply
 from models.schema import Message, Outbox, OutboxState, utcnow
-from models.tickets import get_ticket, open_ticket
+from models.tickets import get_ticket
 from models.users import find_agent
 from tests.mailgateway.relay import Relay, gateway, running, wait_until
 from tests.models.factories import agent, default_queue, events, inbound

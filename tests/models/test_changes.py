@@ -16,11 +16,12 @@ from models.changes import (
     set_tags,
     split_message,
 )
+from models.customer_mail import add_customer_message, open_ticket
 from models.errors import Conflict
 from models.events import EventKind
 from models.queues import sync_queues
 from models.schema import Agent, Message, Tag, TicketTag
-from models.tickets import add_customer_message, get_ticket, open_ticket
+from models.tickets import get_ticket
 from tests.models.factories import agent, default_queue, events, inbound
 
 

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from mailgateway.runtime import Runtime
 from models.bounces import suppress
 from models.changes import assign
+from models.customer_mail import add_customer_message, open_ticket
 from models.followups import FollowupPolicy, after_assignment, after_customer_message
 from models.schema import Direction, Message, Outbox, utcnow
-from models.tickets import add_customer_message, open_ticket
 from tests.models.factories import agent, default_queue, inbound
 
 POLICY = FollowupPolicy(

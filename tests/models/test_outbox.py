@@ -10,10 +10,11 @@ from sqlalchemy import select
 
 from mailgateway.runtime import Runtime
 from models import outbox
+from models.customer_mail import open_ticket
 from models.errors import Conflict
 from models.events import EventKind
 from models.schema import Outbox, OutboxState, utcnow
-from models.tickets import get_ticket, open_ticket
+from models.tickets import get_ticket
 from tests.models.factories import default_queue, events, inbound
 
 

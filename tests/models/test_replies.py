@@ -6,10 +6,11 @@ from sqlalchemy import func, select
 
 from mailgateway.runtime import Runtime
 from models.bounces import suppress
+from models.customer_mail import add_customer_message, open_ticket
 from models.events import EventKind
 from models.replies import base_subject, queue_reply, references_after, reply_subject
 from models.schema import Direction, Message, Outbox
-from models.tickets import AttachmentDraft, add_customer_message, get_ticket, open_ticket
+from models.tickets import AttachmentDraft, get_ticket
 from tests.models.factories import agent, default_queue, events, inbound
 
 

@@ -11,17 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from mailgateway.runtime import Runtime
 from models.changes import change_status
 from models.contacts import contact_for, fetch_contacts, find_contact
+from models.customer_mail import add_customer_message, open_ticket
 from models.errors import NotFound
 from models.events import EventKind
 from models.schema import Contact, Direction, Message, utcnow
-from models.tickets import (
-    AttachmentDraft,
-    add_agent_reply,
-    add_customer_message,
-    add_note,
-    get_ticket,
-    open_ticket,
-)
+from models.tickets import AttachmentDraft, add_agent_reply, add_note, get_ticket
 from tests.models.factories import agent, default_queue, events, inbound, outbound
 
 

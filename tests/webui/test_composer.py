@@ -10,8 +10,9 @@ import threading
 from sqlalchemy import select
 
 from models import outbox
+from models.customer_mail import add_customer_message
 from models.schema import Direction, Message, Outbox, OutboxState, Ticket
-from models.tickets import add_customer_message, add_note
+from models.tickets import add_note
 from models.users import find_agent
 from tests.models.factories import inbound
 from tests.webui.conftest import AGENT, OTHER, Client, Instance, field, mail
