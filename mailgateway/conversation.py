@@ -45,7 +45,6 @@ class Placement:
     rule: str  # in-reply-to | references | referenced-by | thread-root | reply-token |
     # subject-tag | new
     ref: str = ""
-    ticket: Ticket | None = None  # loaded already; held so the next step need not reload it
 
 
 @dataclass
@@ -53,13 +52,15 @@ class Known:
     """What the database holds about a batch's Message-IDs, fetched with one query per batch
     instead of one per message and rule. An id not fetched yet (the Message-ID a bounce
     reports) is looked up when a rule asks; messages stored by the batch itself are added
-    after each write, so the answers stay those the database would give."""
+    as they are stored, so the answers stay those the database would give."""
 
     tickets: dict[str, int] = field(default_factory=dict)  # dedup key -> its ticket
     replies: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # in_reply_to ->
     # [(ticket, threaded_by)] of the messages answering it
     roots: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # thread_root ->
     # [(ticket, threaded_by)] of the messages of that conversation
+    opened: set[int] = field(default_factory=set)  # tickets the batch opened: maybe no rows
+    # yet, and never merged (unless adopted as an early reply's: then removed from here)
     _asked: set[str] = field(default_factory=set)
     _asked_replies: set[str] = field(default_factory=set)
     _asked_roots: set[str] = field(default_factory=set)
@@ -103,8 +104,10 @@ class Known:
         return self.replies.get(message_id, [])
 
     def add(self, dedup_key: str, ticket_id: int, rule: str, *, in_reply_to: str | None,
-            thread_root: str | None) -> None:
-        """A message the batch stored, once written."""
+            thread_root: str | None, opened: bool) -> None:
+        """A message the batch stored (its rows may wait for the batch's write)."""
+        if opened:
+            self.opened.add(ticket_id)
         self.tickets[dedup_key] = ticket_id
         self._asked.add(dedup_key)
         if in_reply_to:
@@ -203,9 +206,11 @@ def place(session: Session, env: Envelope, settings: Settings) -> Placement:
     """The first rule that finds a ticket wins; a merged ticket hands over to its target."""
     for rule in RULES:
         placement = rule(session, env, settings)
-        if placement is not None:
+        if placement is not None and placement.ticket_id in env.known.opened:
+            return placement  # this batch opened it: not merged, and maybe not a row yet
+        if placement is not None:  # (the ticket stays in the session for the next step)
             live = get_ticket(session, placement.ticket_id, follow_merge=True)
-            return Placement(live.id, placement.rule, placement.ref, live)
+            return Placement(live.id, placement.rule, placement.ref)
     return Placement(None, "new", _unmatched_reference(session, env, settings))
 
 

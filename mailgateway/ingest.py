@@ -324,32 +324,6 @@ class _Placed:
                       self.written.created, self.item.mail, self.item.verdict, self.item.source)
 
 
-@dataclass
-class _Unwritten:
-    """What this batch stored but has not written: a message that refers to one of these
-    has them written first, so threading sees them; every other message waits for one
-    write."""
-
-    placed: list[_Placed] = field(default_factory=list)
-    keys: set[str] = field(default_factory=set)  # dedup keys of the stored messages
-    parents: set[str] = field(default_factory=set)  # their In-Reply-To
-    roots: set[str] = field(default_factory=set)  # their conversations' first ids
-
-    def needs_write(self, mail: ParsedMail, verdict: Verdict) -> bool:
-        refs = [mail.dedup_key, mail.in_reply_to, *mail.references]
-        return (verdict.auto == "bounce" or any(r in self.keys for r in refs if r)
-                or mail.message_id in self.parents or mail.thread_root in self.roots)
-
-    def add(self, placed: _Placed) -> None:
-        self.placed.append(placed)
-        mail = placed.item.mail
-        self.keys.add(mail.dedup_key)
-        if mail.in_reply_to:
-            self.parents.add(mail.in_reply_to)
-        if mail.thread_root:
-            self.roots.add(mail.thread_root)
-
-
 def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, careful: bool
                ) -> None:
     """Receipts, threading, messages, follow-ups: the batch's whole transaction. What the
@@ -359,26 +333,23 @@ def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, ca
     known = Known()
     known.fetch(session, mails)
     fetch_contacts(session, _people(pending, settings, known))
-    unwritten, placed, rows = _Unwritten(), [], CustomerMail(session)
+    placed, rows = [], CustomerMail(session, expected=len(pending))
     with session.no_autoflush:
         for item in pending:
             if item.failure:
                 item.result = _quarantine(item.raw, item.mail, item.failure,
                                           not_a_message=item.not_a_message)
                 continue
-            if unwritten.needs_write(item.mail, item.verdict):
-                _write(rows, known, unwritten)
-                unwritten = _Unwritten()
             if item.mail.dedup_key in known.tickets:
                 item.result = _duplicate(item.raw, item.mail, known.tickets[item.mail.dedup_key])
                 continue
             outcome = _store_one(session, settings, item, known, rows, careful=careful)
             if isinstance(outcome, _Placed):
                 placed.append(outcome)
-                unwritten.add(outcome)
+                _known(known, outcome)
             else:
                 item.result = outcome
-    _write(rows, known, unwritten)
+    rows.write()
     for done in placed:
         done.item.result = _stored(done)
     _follow_up(session, [done.stored() for done in placed if not done.followed_up],
@@ -416,11 +387,13 @@ def _receipts(session: Session, work: Sequence[Work]) -> list[Work]:
     return [i for i in todo if i.result is None]
 
 
-def _write(rows: CustomerMail, known: Known, unwritten: _Unwritten) -> None:
-    rows.write()
-    for done in unwritten.placed:
-        known.add(done.item.mail.dedup_key, done.written.ticket_id, done.placement.rule,
-                  in_reply_to=done.item.mail.in_reply_to, thread_root=done.item.mail.thread_root)
+def _known(known: Known, done: _Placed) -> None:
+    """Threading sees a message stored by the batch at once, although its rows wait for the
+    batch's write: a reply later in the batch finds it, and its ticket."""
+    mail, written = done.item.mail, done.written
+    known.add(mail.dedup_key, written.ticket_id, done.placement.rule,
+              in_reply_to=mail.in_reply_to, thread_root=mail.thread_root,
+              opened=written.created)
 
 
 def _store_one(session: Session, settings: Settings, item: Work, known: Known,
@@ -494,8 +467,7 @@ def _thread_and_store(session: Session, settings: Settings, item: Work, known: K
         written = rows.open_ticket(draft, queue=queue,
                                    priority=settings.tickets.default_priority, cc=cc)
     else:
-        ticket = placement.ticket or get_ticket(session, placement.ticket_id)
-        written = rows.add(ticket, draft, cc=[] if verdict.auto else cc)
+        written = rows.add(placement.ticket_id, draft, cc=[] if verdict.auto else cc)
     adopt_early_replies(session, written, mail, known, rows)
     return _Placed(item, placement, written)
 
@@ -516,9 +488,7 @@ def adopt_early_replies(session: Session, written: Written, mail: ParsedMail, kn
             rule in PARENTLESS and ticket_id != written.ticket_id
             for ticket_id, rule in known.answers(session, mail.message_id)):
         return
-    # (early replies pending in this batch were written: _Unwritten.needs_write saw the
-    # parent; the merge moves rows, so this message and its ticket must be rows too)
-    rows.write()
+    rows.write()  # the merge moves rows: the batch's, this message's and its ticket's too
     ticket = get_ticket(session, written.ticket_id)
     early = session.scalars(
         select(Ticket).join(Message, Message.ticket_id == Ticket.id)
@@ -528,6 +498,7 @@ def adopt_early_replies(session: Session, written: Written, mail: ParsedMail, kn
         log.info("ticket %s was opened by an early reply to %s: merged into ticket %s",
                  orphan.id, mail.message_id, ticket.id)
         merge(session, orphan, ticket, actor=None)
+        known.opened.discard(orphan.id)  # mail threaded to it now follows the merge
 
 
 def _queue(session: Session, name: str) -> Queue:
@@ -555,7 +526,7 @@ def _store_bounce(session: Session, settings: Settings, item: Work, ours: Bounce
     draft = _draft(item.mail, item.verdict, placement, item.raw.id, item.attachments)
     message = record_bounce(session, ours.row, draft, ours.report,
                             suppress_days=settings.acknowledgement.bounce_suppress_days)
-    written = Written(False, message.ticket_id, message.id)
+    written = Written(message.ticket_id, message.id, created=False)
     return _Placed(item, placement, written, followed_up=True)  # a robot: no follow-ups
 
 

@@ -31,143 +31,124 @@ from models.tickets import (
     count_message,
     get_ticket,
     message_columns,
-    snippet_of,
     ticket_columns,
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Written:
-    """One message handed to CustomerMail; its ids are known once `write` has run."""
+    """One message handed to CustomerMail: its ids are handed out at once, its rows
+    inserted by `write`."""
 
+    ticket_id: int
+    message_id: int
     created: bool  # it opened its ticket
-    ticket_id: int | None = None
-    message_id: int | None = None
-
-
-@dataclass
-class _Row:
-    """A row waiting for the ids of the ticket (and message) it belongs to."""
-
-    of: Written
-    columns: dict[str, object]
-    draft: MessageDraft | None = None
-    links_message: bool = False  # an event about the message itself
 
 
 @dataclass
 class CustomerMail:
-    """A batch of customer mail, held as rows until `write`."""
+    """A batch of customer mail, held as rows until `write`. A ticket it opens is a plain
+    object outside the session until then, so later mail of the batch can be added to it."""
 
     session: Session
-    _tickets: list[_Row] = field(default_factory=list)
-    _messages: list[_Row] = field(default_factory=list)
-    _participants: list[_Row] = field(default_factory=list)
-    _events: list[_Row] = field(default_factory=list)
+    expected: int = 1  # messages it will hold at most: PostgreSQL fetches their ids at once
+    _new: dict[int, Ticket] = field(default_factory=dict)  # tickets opened, by id
+    _messages: list[tuple[dict[str, object], MessageDraft]] = field(default_factory=list)
+    _people: dict[tuple[int, int], str] = field(default_factory=dict)  # (ticket, contact): role
+    _events: list[dict[str, object]] = field(default_factory=list)
     _joined: list[Ticket] = field(default_factory=list)  # existing tickets that got people
+    _handed: int = 0  # message ids handed out
 
     def open_ticket(self, draft: MessageDraft, *, queue: Queue, priority: str = "normal",
                     cc: Sequence[tuple[str, str]] = ()) -> Written:
         """A new ticket from a customer's first message: the sender becomes its requester,
         the people copied its participants."""
         requester = contact_for(self.session, draft.from_address, draft.from_name)
-        written = Written(created=True)
-        columns = ticket_columns(subject=draft.subject, queue=queue, requester=requester,
-                                 priority=priority, customer_activity=not draft.auto)
-        columns.update(message_count=1, snippet="" if draft.auto else snippet_of(draft))
-        self._tickets.append(_Row(written, columns))
-        self._join(written, [requester], role="requester")
-        self._event(written, EventKind.CREATED, requester, new=queue.name)
-        self._message(written, draft, requester)
-        self._join(written, self._people(cc), role="cc")
+        (ticket_id,) = new_ids(self.session, Ticket.__table__, 1)
+        ticket = Ticket(id=ticket_id, **ticket_columns(
+            subject=draft.subject, queue=queue, requester=requester, priority=priority,
+            customer_activity=not draft.auto))
+        self._new[ticket_id] = ticket
+        self._join(ticket, [requester], role="requester")
+        self._event(ticket_id, EventKind.CREATED, requester, new=queue.name)
+        written = self._message(ticket, draft, requester, created=True)
+        self._join(ticket, self._contacts(cc), role="cc")
         return written
 
-    def add(self, ticket: Ticket, draft: MessageDraft, *,
+    def add(self, ticket_id: int, draft: MessageDraft, *,
             cc: Sequence[tuple[str, str]] = ()) -> Written:
-        """A customer's mail on an existing ticket: it reopens a pending or solved ticket,
-        unless a robot wrote it: robots never change a ticket's state or its
-        waiting-on-customer clock."""
+        """A customer's mail on an existing ticket (or one this batch opened): it reopens a
+        pending or solved ticket, unless a robot wrote it: robots never change a ticket's
+        state or its waiting-on-customer clock."""
+        ticket = self._new.get(ticket_id) or get_ticket(self.session, ticket_id)
         author = contact_for(self.session, draft.from_address, draft.from_name)
-        written = Written(created=False, ticket_id=ticket.id)
-        self._message(written, draft, author)
-        count_message(ticket, draft)
+        written = self._message(ticket, draft, author, created=False)
         if draft.auto:
-            self._event(written, EventKind.AUTO_MESSAGE, author, new=draft.auto,
-                        links_message=True)
+            self._event(ticket_id, EventKind.AUTO_MESSAGE, author, new=draft.auto,
+                        message_id=written.message_id)
             return written
         ticket.last_customer_at = ticket.updated_at = utcnow()
-        self._event(written, EventKind.CUSTOMER_MESSAGE, author, links_message=True)
-        if ticket.status in REOPENED_BY_CUSTOMER:
+        self._event(ticket_id, EventKind.CUSTOMER_MESSAGE, author, message_id=written.message_id)
+        if ticket.status in REOPENED_BY_CUSTOMER:  # (never one this batch opened: it is new)
             change_status_quietly(self.session, ticket, OPEN, actor=author)
-        people = self._people(cc)
-        if people:
-            self._join(written, people, role="cc")
-            self._joined.append(ticket)
+        self._join(ticket, self._contacts(cc), role="cc")
         return written
 
     def write(self) -> None:
-        """Every row held, one INSERT per table, and the session's own changes flushed;
-        then each Written has its ids. The rows are let go first: a failure (a duplicate
-        in a savepoint) leaves nothing of them behind to be written twice."""
-        tickets, messages, people, events = (self._tickets, self._messages,
-                                             self._participants, self._events)
-        joined, self._joined = self._joined, []
-        self._tickets, self._messages, self._participants, self._events = [], [], [], []
+        """Every row held, one INSERT per table, and the session's own changes flushed.
+        The rows are let go first: a failure (a duplicate, in a savepoint) leaves nothing
+        of them behind to be written twice."""
+        tickets, messages, people, events, joined = (
+            list(self._new.values()), self._messages, self._people, self._events, self._joined)
+        self._new, self._messages, self._people, self._events, self._joined = {}, [], {}, [], []
         with self.session.no_autoflush:
-            for row, ticket_id in zip(tickets, self._insert(Ticket, tickets), strict=True):
-                row.of.ticket_id = ticket_id
-            for row, message_id in zip(messages, self._insert(Message, messages), strict=True):
-                row.of.message_id = message_id
-            self._rows(Attachment, [attachment_columns(a) | {"message_id": row.of.message_id}
-                                    for row in messages for a in row.draft.attachments])
-            self._participants_of(people)
-            self._rows(Event, [row.columns | {"ticket_id": row.of.ticket_id, "message_row_id":
-                                              row.of.message_id if row.links_message else None}
-                               for row in events])
+            self._rows(Ticket, [{c.key: getattr(t, c.key) for c in Ticket.__table__.columns}
+                                for t in tickets])
+            self._rows(Message, [columns for columns, _ in messages])
+            self._rows(Attachment, [attachment_columns(a) | {"message_id": columns["id"]}
+                                    for columns, draft in messages for a in draft.attachments])
+            if people:  # sorted: two PostgreSQL writers take the rows' locks in one order
+                self.session.execute(
+                    dialect_insert(self.session)(Participant.__table__).on_conflict_do_nothing(
+                        index_elements=["ticket_id", "contact_id"]),
+                    [{"ticket_id": t, "contact_id": c, "role": r}
+                     for (t, c), r in sorted(people.items())])
+            self._rows(Event, events)
         for ticket in joined:  # a collection loaded before would miss the new people
             self.session.expire(ticket, ["participants"])
         self.session.flush()
 
-    def _message(self, written: Written, draft: MessageDraft, author: Contact) -> None:
-        self._messages.append(_Row(written, message_columns(draft, author), draft))
+    def _message(self, ticket: Ticket, draft: MessageDraft, author: Contact, *, created: bool
+                 ) -> Written:
+        (message_id,) = new_ids(self.session, Message.__table__, 1,
+                                ahead=max(self.expected - self._handed - 1, 0))
+        self._handed += 1
+        self._messages.append((message_columns(draft, author) | {
+            "id": message_id, "ticket_id": ticket.id}, draft))
+        count_message(ticket, draft)
+        return Written(ticket.id, message_id, created)
 
-    def _people(self, cc: Sequence[tuple[str, str]]) -> list[Contact]:
+    def _contacts(self, cc: Sequence[tuple[str, str]]) -> list[Contact]:
         return [contact_for(self.session, address, name) for address, name in cc]
 
-    def _join(self, written: Written, people: list[Contact], *, role: str) -> None:
-        self._participants += [_Row(written, {"contact_id": p.id, "role": role})
-                               for p in people]
+    def _join(self, ticket: Ticket, people: list[Contact], *, role: str) -> None:
+        """Each person once per ticket, the first role kept (the requester before a Cc); one
+        already on the ticket stays as they are."""
+        for person in people:
+            self._people.setdefault((ticket.id, person.id), role)
+        if people and ticket.id not in self._new:
+            self._joined.append(ticket)
 
-    def _event(self, written: Written, kind: EventKind, actor: Contact, *, new: str | None = None,
-               links_message: bool = False) -> None:
-        self._events.append(_Row(written, {
-            "kind": str(kind), "actor_agent_id": None, "actor_contact_id": actor.id, "old": None,
-            "new": new, "created_at": utcnow()}, links_message=links_message))
-
-    def _insert(self, table: type, rows: list[_Row]) -> list[int]:
-        """The rows, with new ids handed out first (in the rows' order)."""
-        ids = new_ids(self.session, table.__table__, len(rows))
-        self._rows(table, [row.columns | {"id": new_id} | (
-            {"ticket_id": row.of.ticket_id} if table is Message else {})
-            for row, new_id in zip(rows, ids, strict=True)])
-        return ids
+    def _event(self, ticket_id: int, kind: EventKind, actor: Contact, *,
+               new: str | None = None, message_id: int | None = None) -> None:
+        self._events.append({
+            "ticket_id": ticket_id, "kind": str(kind), "actor_agent_id": None,
+            "actor_contact_id": actor.id, "old": None, "new": new,
+            "message_row_id": message_id, "created_at": utcnow()})
 
     def _rows(self, table: type, rows: list[dict[str, object]]) -> None:
         if rows:
             self.session.execute(table.__table__.insert(), rows)
-
-    def _participants_of(self, rows: list[_Row]) -> None:
-        """Each person once per ticket, the first role kept (the requester before a Cc); one
-        already on the ticket stays as they are."""
-        wanted: dict[tuple[int, int], str] = {}
-        for row in rows:
-            wanted.setdefault((row.of.ticket_id, row.columns["contact_id"]), row.columns["role"])
-        if wanted:
-            self.session.execute(
-                dialect_insert(self.session)(Participant.__table__).on_conflict_do_nothing(
-                    index_elements=["ticket_id", "contact_id"]),
-                [{"ticket_id": t, "contact_id": c, "role": r}
-                 for (t, c), r in sorted(wanted.items())])
 
 
 def open_ticket(session: Session, draft: MessageDraft, *, queue: Queue,
@@ -184,6 +165,6 @@ def add_customer_message(session: Session, ticket: Ticket, draft: MessageDraft, 
                          cc: Sequence[tuple[str, str]] = ()) -> Message:
     """One customer's mail on an existing ticket, written at once."""
     mail = CustomerMail(session)
-    written = mail.add(ticket, draft, cc=cc)
+    written = mail.add(ticket.id, draft, cc=cc)
     mail.write()
     return session.get(Message, written.message_id)

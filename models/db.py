@@ -83,24 +83,47 @@ def dialect_insert(session: Session):  # type: ignore[no-untyped-def]
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
-def new_ids(session: Session, table: Table, count: int) -> list[int]:
-    """Ids for rows a batch is about to insert, so it can link them (a message to its new
-    ticket, an event to its message) and insert each table with one executemany instead of
-    one INSERT ... RETURNING a row. PostgreSQL hands them out from the id's sequence;
-    SQLite takes the ones after the highest, as its own rowid choice would, which is safe
-    because a writing transaction holds the database's write lock (BEGIN IMMEDIATE)."""
-    if count == 0:
-        return []
+def new_ids(session: Session, table: Table, count: int, *, ahead: int = 0) -> list[int]:
+    """Ids for rows about to be inserted, known before the INSERT: a batch links its rows
+    (a message to its new ticket, an event to its message) while it collects them and then
+    inserts each table with one executemany. PostgreSQL hands them out from the id's
+    sequence, with `ahead` more kept for the session's next calls (a gap if unused, as a
+    rolled-back insert leaves: fine for message ids, not for the ticket numbers people see).
+    SQLite takes the ones after the highest, as its own rowid choice would, counting on from
+    there for the rest of the transaction: a writing transaction holds the write lock
+    (BEGIN IMMEDIATE), so no one else inserts meanwhile. An id is never handed out twice in
+    one session: it may still hold objects loaded for ids a savepoint took back."""
     if session.get_bind().dialect.name == "postgresql":
-        return sorted(session.scalars(text(
-            "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
-            {"table": table.name, "n": count}))
-    handed_out = session.info.setdefault("new_ids", {})  # never twice in one session: it may
-    # still hold objects loaded for ids a savepoint took back
-    first = max((session.scalar(select(func.max(table.c.id))) or 0) + 1,
-                handed_out.get(table.name, 0))
-    handed_out[table.name] = first + count
-    return list(range(first, first + count))
+        block = session.info.setdefault("id_blocks", {}).setdefault(table.name, [])
+        if len(block) < count:
+            block += sorted(session.connection().scalars(text(
+                "SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
+                "FROM generate_series(1, :n)"), {"table": table.name, "n": count + ahead}))
+        taken, block[:count] = block[:count], []
+        return taken
+    counters = session.info.setdefault("id_counters", {})
+    transaction, next_id = counters.get(table.name, (None, 0))
+    if transaction is not session.get_transaction():
+        transaction = session.get_transaction()
+        highest = session.connection().scalar(select(func.max(table.c.id))) or 0
+        next_id = max(next_id, highest + 1)
+    counters[table.name] = (transaction, next_id + count)
+    return list(range(next_id, next_id + count))
+
+
+@event.listens_for(Session, "before_flush")
+def _objects_take_handed_out_ids(session: Session, _context: object, _instances: object) -> None:
+    """Once new_ids has handed out SQLite ids for a table in this transaction, an object
+    added for that table takes its id from new_ids too: the database's own choice (the
+    highest + 1) could be one handed out for a row not inserted yet. (PostgreSQL's
+    sequence never hands an id out twice.)"""
+    counters = session.info.get("id_counters")
+    if not counters:
+        return
+    for instance in list(session.new):
+        table = inspect(instance).mapper.local_table
+        if table.name in counters and getattr(instance, "id", 1) is None:
+            instance.id = new_ids(session, table, 1)[0]
 
 
 def is_sqlite(engine: Engine) -> bool:

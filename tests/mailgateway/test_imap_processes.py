@@ -48,6 +48,8 @@ def test_one_of_two_processes_polls_and_the_other_takes_over_when_it_dies(
         for n in (1, 2):
             dovecot.append(mail(f"<pg-{n}@customer.test>", f"Question {n}"))
         wait_for(lambda: gateway.last_uid() == 2)
+        # (it logs each message just after its commit: the kill must not fall in between)
+        wait_for(lambda: len(TAKEN.findall(logs[0].read_text())) == 2)
 
         first.send_signal(signal.SIGKILL)
         first.wait()

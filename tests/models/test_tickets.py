@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from mailgateway.runtime import Runtime
 from models.changes import change_status
 from models.contacts import contact_for, fetch_contacts, find_contact
-from models.customer_mail import add_customer_message, open_ticket
+from models.customer_mail import CustomerMail, add_customer_message, open_ticket
+from models.db import new_ids
 from models.errors import NotFound
 from models.events import EventKind
 from models.schema import Contact, Direction, Message, utcnow
@@ -233,3 +234,53 @@ def test_a_sent_date_with_an_offset_is_stored_as_utc_on_every_database(
 def test_get_ticket_of_a_missing_id_is_not_found(runtime: Runtime) -> None:
     with runtime.sessions() as s, pytest.raises(NotFound, match="no ticket #999"):
         get_ticket(s, 999)
+
+
+def test_a_batch_adds_mail_to_a_ticket_it_opened_before_any_row_is_written(
+        runtime: Runtime) -> None:
+    """CustomerMail hands out ids at once and writes rows at the end: a reply later in the
+    batch goes onto the ticket its first mail opened, and the rows come out as if each
+    message had been stored alone."""
+    with runtime.sessions.begin() as s:
+        mail = CustomerMail(s)
+        first = mail.open_ticket(inbound(cc=["bob@customer.example"]), queue=default_queue(s),
+                                 cc=[("bob@customer.example", "Bob")])
+        reply = mail.add(first.ticket_id, inbound("bob@customer.example",
+                                                  reply_text="Same here."),
+                         cc=[("anna@customer.example", "")])
+        assert s.scalar(select(func.count()).select_from(Message)) == 0  # nothing written yet
+        mail.write()
+        assert (first.created, reply.created) == (True, False)
+        assert reply.ticket_id == first.ticket_id and reply.message_id > first.message_id
+
+    with runtime.sessions() as s:
+        ticket = get_ticket(s, first.ticket_id)
+        assert ticket.message_count == 2 and ticket.snippet == "Same here."
+        assert [(p.contact.email, p.role) for p in ticket.participants] == [
+            ("anna@customer.example", "requester"), ("bob@customer.example", "cc")]
+        assert [(e.kind, e.message_row_id) for e in events(s, ticket)] == [
+            (EventKind.CREATED, None), (EventKind.CUSTOMER_MESSAGE, reply.message_id)]
+        assert s.get(Message, reply.message_id).author_contact_id == find_contact(
+            s, "bob@customer.example").id
+
+
+def test_ids_handed_out_are_never_given_again_in_the_session_nor_to_an_object(
+        runtime: Runtime) -> None:
+    """An id a rolled-back savepoint had is not handed out again (the session may still hold
+    an object loaded for it), and a message added as an object after ids were handed out
+    takes a later one, not the database's own choice of the next free id."""
+    with runtime.sessions.begin() as s:
+        ticket, _ = open_ticket(s, inbound(), queue=default_queue(s))
+        (kept,) = new_ids(s, Message.__table__, 1)
+        with s.begin_nested() as savepoint:
+            (dropped,) = new_ids(s, Message.__table__, 1)
+            savepoint.rollback()
+        (after,) = new_ids(s, Message.__table__, 1)
+        assert kept < dropped < after
+        note = add_note(s, ticket, "Object, not row.", agent=agent(s))
+        assert note.id > after
+        mail = CustomerMail(s)
+        reply = mail.add(ticket.id, inbound())
+        mail.write()
+        assert reply.message_id > note.id
+        assert s.get(Message, reply.message_id).ticket_id == ticket.id
