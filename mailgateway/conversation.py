@@ -206,11 +206,12 @@ def place(session: Session, env: Envelope, settings: Settings) -> Placement:
     """The first rule that finds a ticket wins; a merged ticket hands over to its target."""
     for rule in RULES:
         placement = rule(session, env, settings)
-        if placement is not None and placement.ticket_id in env.known.opened:
+        if placement is None:
+            continue
+        if placement.ticket_id in env.known.opened:
             return placement  # this batch opened it: not merged, and maybe not a row yet
-        if placement is not None:  # (the ticket stays in the session for the next step)
-            live = get_ticket(session, placement.ticket_id, follow_merge=True)
-            return Placement(live.id, placement.rule, placement.ref)
+        live = get_ticket(session, placement.ticket_id, follow_merge=True)
+        return Placement(live.id, placement.rule, placement.ref)
     return Placement(None, "new", _unmatched_reference(session, env, settings))
 
 

@@ -57,7 +57,6 @@ class CustomerMail:
     _people: dict[tuple[int, int], str] = field(default_factory=dict)  # (ticket, contact): role
     _events: list[dict[str, object]] = field(default_factory=list)
     _joined: list[Ticket] = field(default_factory=list)  # existing tickets that got people
-    _handed: int = 0  # message ids handed out
 
     def open_ticket(self, draft: MessageDraft, *, queue: Queue, priority: str = "normal",
                     cc: Sequence[tuple[str, str]] = ()) -> Written:
@@ -120,9 +119,7 @@ class CustomerMail:
 
     def _message(self, ticket: Ticket, draft: MessageDraft, author: Contact, *, created: bool
                  ) -> Written:
-        (message_id,) = new_ids(self.session, Message.__table__, 1,
-                                ahead=max(self.expected - self._handed - 1, 0))
-        self._handed += 1
+        (message_id,) = new_ids(self.session, Message.__table__, 1, ahead=self.expected - 1)
         self._messages.append((message_columns(draft, author) | {
             "id": message_id, "ticket_id": ticket.id}, draft))
         count_message(ticket, draft)

@@ -122,7 +122,7 @@ def _objects_take_handed_out_ids(session: Session, _context: object, _instances:
         return
     for instance in list(session.new):
         table = inspect(instance).mapper.local_table
-        if table.name in counters and getattr(instance, "id", 1) is None:
+        if table.name in counters and instance.id is None:
             instance.id = new_ids(session, table, 1)[0]
 
 

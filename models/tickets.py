@@ -211,11 +211,7 @@ def count_message(ticket: Ticket, draft: MessageDraft) -> None:
     """One more message on the ticket; a person's words become the inbox's snippet."""
     ticket.message_count = (ticket.message_count or 0) + 1
     if draft.direction != Direction.NOTE and not draft.auto:
-        ticket.snippet = snippet_of(draft)
-
-
-def snippet_of(draft: MessageDraft) -> str:
-    return " ".join((draft.reply_text or draft.text).split())[:SNIPPET_CHARS]
+        ticket.snippet = " ".join((draft.reply_text or draft.text).split())[:SNIPPET_CHARS]
 
 
 def naive_utc(moment: datetime | None) -> datetime | None:
