@@ -24,10 +24,12 @@ from email.message import Message as EmailMessage
 from mailgateway.classify import header_decodes, header_text
 from mailgateway.config import LimitSettings
 from mailgateway.errors import MessageRejected
+from mailgateway.feedparser_speedup import install as install_feedparser_speedup
 from mailgateway.quoting import reply_text, strip_html_quotes
 from mailgateway.sanitize import html_to_text, sanitize_html
 
 log = logging.getLogger(__name__)
+install_feedparser_speedup()
 
 MSGID = re.compile(r"<[^<>\s]+>")
 MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: a longer path is not an address
