@@ -31,26 +31,46 @@ from models import inbound
 BATCH = 50  # messages per commit; small enough that parallel workers take turns often
 
 
+Item = tuple[str, Path | bytes]  # a message's name, and its file or its bytes
+
+
 def _messages(files: Sequence[Path], mbox: Path | None, maildir: Path | None
-              ) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of every message asked for; stdin when nothing else is."""
+              ) -> Iterator[Item]:
+    """Every message asked for, stdin when nothing else is. Files stay paths: a --jobs
+    worker reads its own, so the process that hands them out never holds their bytes."""
     for path in files:
-        yield str(path), path.read_bytes()
+        yield str(path), path
     if mbox:  # get_bytes: the bytes as they are; as_bytes() would refold the headers
         box = mailbox.mbox(mbox, create=False)
         for key in box.iterkeys():  # iterating a mailbox yields messages, not keys
             yield f"{mbox}:{key}", box.get_bytes(key)
     if maildir:
-        box = mailbox.Maildir(maildir, factory=None, create=False)
-        for key in sorted(box.keys()):
-            with box.get_file(key) as handle:
-                yield f"{maildir}:{key}", handle.read()
+        for key, path in _maildir_files(maildir):
+            yield f"{maildir}:{key}", path
     if not files and not mbox and not maildir:
         yield "stdin", sys.stdin.buffer.read()
 
 
-def _chunks(items: Iterator[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
-    chunk: list[tuple[str, bytes]] = []
+def _maildir_files(maildir: Path) -> list[tuple[str, Path]]:
+    """A Maildir's messages (new/ and cur/) by key, the order mailbox.Maildir gives them: its
+    key is the file name before the flags that follow the colon."""
+    found = [(entry.name.split(":")[0], Path(entry.path))
+             for sub in ("new", "cur") for entry in os.scandir(maildir / sub)
+             if entry.is_file() and not entry.name.startswith(".")]
+    return sorted(found)
+
+
+def _batch(chunk: Sequence[Item], kind: str) -> list[tuple[bytes, Source]]:
+    """A chunk's bytes; a file gone meanwhile is a temporary failure (exit 75), not a loss."""
+    try:
+        return [(data.read_bytes() if isinstance(data, Path) else data, Source(kind, name))
+                for name, data in chunk]
+    except OSError as error:
+        raise TemporaryFailure(f"cannot read {error.filename}: {error.strerror}") from error
+
+
+def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
+    chunk: list[Item] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:
@@ -92,23 +112,25 @@ def _start_worker(condition, counter) -> None:  # type: ignore[no-untyped-def]
 def _worker_runtime(config: str) -> Runtime:
     global _runtime
     if _runtime is None:
-        _runtime = open_runtime(load_settings(config))
+        try:
+            _runtime = open_runtime(load_settings(config))
+        except OSError as error:
+            raise TemporaryFailure(f"cannot open the message store: {error}") from error
     return _runtime
 
 
-def _ingest_chunk(config: str, kind: str, index: int, chunk: list[tuple[str, bytes]]
-                  ) -> list[dict] | str:
+def _ingest_chunk(config: str, kind: str, index: int, chunk: list[Item]) -> list[dict] | str:
     """Worker for --jobs: its own runtime; a TemporaryFailure comes back as its text (its
     turn is passed on all the same, so the other workers never wait for it forever)."""
     turn = functools.partial(_turns.of, index)
     try:
-        runtime = _worker_runtime(config)
-    except OSError as error:
+        runtime, items = _worker_runtime(config), _batch(chunk, kind)
+    except TemporaryFailure as error:  # nothing to commit: the turn passes on at once
         with turn():
-            return f"cannot open the message store: {error}"
+            return str(error)
     try:
-        return [r.as_json() | {"_65": r.not_a_message} for r in receive_batch(
-            runtime, [(data, Source(kind, name)) for name, data in chunk], turn=turn)]
+        return [r.as_json() | {"_65": r.not_a_message}
+                for r in receive_batch(runtime, items, turn=turn)]
     except TemporaryFailure as error:
         return str(error)
 
@@ -153,13 +175,12 @@ def _automatic_jobs(importing: bool) -> int:
     return min(os.cpu_count() or 1, 4) if importing else 1
 
 
-def _run(ctx: Context, kind: str, chunks: Iterator[list[tuple[str, bytes]]], jobs: int
+def _run(ctx: Context, kind: str, chunks: Iterator[list[Item]], jobs: int
          ) -> Iterator[list[dict]]:
     if jobs == 1:
         runtime = _open(ctx)
         for chunk in chunks:
-            results: list[IngestResult] = receive_batch(
-                runtime, [(data, Source(kind, name)) for name, data in chunk])
+            results: list[IngestResult] = receive_batch(runtime, _batch(chunk, kind))
             yield [r.as_json() | {"_65": r.not_a_message} for r in results]
         return
     turns = (multiprocessing.Condition(), multiprocessing.Value("q", 0))

@@ -103,6 +103,27 @@ def test_mbox_and_maildir_imports_keep_the_bytes_as_they_came(
     assert sorted(r["action"] for r in json_lines(again)) == ["duplicate"] * 3
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_maildir_import_takes_new_and_cur_in_key_order(
+        tmp_path: Path, config: Path, opened: Runtime, jobs: str) -> None:
+    """The workers read the files themselves: the order is still mailbox.Maildir's, new/
+    and cur/ both; a dot file is not a message (Python 3.13's mailbox skips them too)."""
+    maildir = mailbox.Maildir(tmp_path / "Maildir")
+    keys = {}
+    for n in range(7):
+        message = mailbox.MaildirMessage(set_header(eml("gmail-new-ticket"), "Message-ID",
+                                                    f"<order-{n}@example.net>"))
+        message.set_subdir("cur" if n % 2 else "new")
+        message.set_flags("S" if n % 3 else "")
+        keys[maildir.add(message)] = f"<order-{n}@example.net>"
+    (tmp_path / "Maildir" / "cur" / ".partial:2,").write_bytes(b"Subject: half\n")
+
+    imported = mailgateway(config, "ingest", "--jobs", jobs, "--maildir",
+                           str(tmp_path / "Maildir"))
+    assert imported.returncode == 0, imported.stderr
+    assert [r["message_id"] for r in json_lines(imported)] == [keys[k] for k in sorted(keys)]
+
+
 def test_not_a_message_exits_65_and_waits_in_quarantine(config: Path, opened: Runtime) -> None:
     garbage = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <</Type /Catalog>> endobj\n"
     piped = mailgateway(config, "ingest", stdin=garbage)
