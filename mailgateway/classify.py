@@ -164,10 +164,11 @@ def is_delivery_status_report(msg: Message) -> Verdict | None:
 
 def is_mailer_daemon_failure(msg: Message) -> Verdict | None:
     """Pre-RFC 3464 bounces (qmail, old Exchange) are plain text from MAILER-DAEMON or the
-    postmaster (RFC 5321 §4.5.1). The sender alone is not enough: a postmaster is a person too."""
-    sender = _daemon_sender(msg)
-    subject = _failure_subject(msg) if sender else None
-    return Verdict("bounce", f"{sender} with subject {subject!r}") if subject else None
+    postmaster (RFC 5321 §4.5.1). The sender alone is not enough: a postmaster is a person too.
+    The subject first: it rules out almost every mail without parsing an address."""
+    subject = _failure_subject(msg)
+    sender = _daemon_sender(msg) if subject else None
+    return Verdict("bounce", f"{sender} with subject {subject!r}") if sender else None
 
 
 def is_null_sender_failure(msg: Message) -> Verdict | None:
