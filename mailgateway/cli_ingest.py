@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,10 +112,7 @@ def _start_worker(condition, counter) -> None:  # type: ignore[no-untyped-def]
 def _worker_runtime(config: str) -> Runtime:
     global _runtime
     if _runtime is None:
-        try:
-            _runtime = open_runtime(load_settings(config))
-        except OSError as error:
-            raise TemporaryFailure(f"cannot open the message store: {error}") from error
+        _runtime = _open(lambda: open_runtime(load_settings(config)))
     return _runtime
 
 
@@ -178,7 +175,7 @@ def _automatic_jobs(importing: bool) -> int:
 def _run(ctx: Context, kind: str, chunks: Iterator[list[Item]], jobs: int
          ) -> Iterator[list[dict]]:
     if jobs == 1:
-        runtime = _open(ctx)
+        runtime = _open(lambda: ctx.runtime)
         for chunk in chunks:
             results: list[IngestResult] = receive_batch(runtime, _batch(chunk, kind))
             yield [r.as_json() | {"_65": r.not_a_message} for r in results]
@@ -202,10 +199,10 @@ def _outcome(future: Future) -> list[dict]:
     return outcome
 
 
-def _open(ctx: Context) -> Runtime:
+def _open(opener: Callable[[], Runtime]) -> Runtime:
     """No store folder (a file in its place, a full disk): the MTA should retry, not bounce."""
     try:
-        return ctx.runtime
+        return opener()
     except OSError as error:
         raise TemporaryFailure(f"cannot open the message store: {error}") from error
 
