@@ -127,14 +127,19 @@ def receive_batch(runtime: Runtime, items: Sequence[tuple[bytes, Source]], *,
                   ) -> list[IngestResult]:
     """Take many messages with one durable commit in all. `turn` lets parallel importers
     store and parse at once but commit in order, so every batch's threading sees the
-    batches before it."""
-    with _temporary_on_database_errors():
-        work, written = store_raw(runtime, items)
-    with _temporary_on_storage_errors():
-        for item in work:
-            if item.result is None and item.same_as is None:
-                prepare(runtime, item)
-        _make_durable(runtime, work, written)
+    batches before it. A batch that fails before its commit still takes its turn, passing
+    it on at once: the batches after it must not wait for it for ever."""
+    try:
+        with _temporary_on_database_errors():
+            work, written = store_raw(runtime, items)
+        with _temporary_on_storage_errors():
+            for item in work:
+                if item.result is None and item.same_as is None:
+                    prepare(runtime, item)
+            _make_durable(runtime, work, written)
+    except Exception:
+        with turn():
+            raise
     with turn(), _temporary_on_database_errors():
         mailed = commit_messages(runtime, work)
     results = [_repeat_answer(item) if item.same_as else item.result for item in work]

@@ -22,6 +22,7 @@ from mailgateway.config import load_settings
 from mailgateway.runtime import Runtime, open_runtime
 from models.inbound import quarantined
 from models.schema import Message, RawMail, Ticket
+from models.store import sha256_hex
 from tests.conftest import write_config
 from tests.mailgateway.ingest_support import FIRST_MAIL, corpus_path, eml, set_header
 
@@ -181,6 +182,29 @@ def test_a_message_store_that_cannot_be_written_exits_75(tmp_path: Path) -> None
     assert piped.returncode == 75 and piped.stdout == b""
     assert "Traceback" not in piped.stderr.decode()
     assert "cannot open the message store" in piped.stderr.decode()
+
+
+def test_a_store_failure_in_one_job_exits_75_and_hangs_no_other(
+        tmp_path: Path, database_url: str) -> None:
+    """Regression: with --jobs 2, a chunk that failed before its commit never passed its
+    turn on, so the next chunk waited for it for ever and the import hung instead of
+    exiting 75. A file where the first mail's store folder should be makes it fail."""
+    config = write_config(tmp_path, database_url, storage={"path": "store"})
+    mails = [set_header(eml("gmail-new-ticket"), "Message-ID", f"<jobs-{n}@example.net>")
+             for n in range(120)]  # three chunks of 50
+    files = []
+    for n, data in enumerate(mails):
+        files.append(tmp_path / f"{n:03}.eml")
+        files[-1].write_bytes(data)
+    runtime = open_runtime(load_settings(config))
+    prepare_database(runtime)
+    runtime.close()
+    (tmp_path / "store" / sha256_hex(mails[0])[:2]).write_text("not a folder")
+
+    imported = mailgateway(config, "ingest", "--jobs", "2", *map(str, files))
+    assert imported.returncode == 75, imported.stderr
+    assert "cannot store the message" in imported.stderr.decode()
+    assert imported.stdout == b""  # the first chunk failed: nothing after it is reported
 
 
 def _fifty_mails() -> list[bytes]:
