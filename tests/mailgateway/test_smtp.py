@@ -19,6 +19,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -255,15 +256,23 @@ def ingest_workers(parent: int | None = None) -> list[int]:
 
 def test_mail_held_by_a_killed_ingest_worker_gets_451_and_a_new_worker_takes_the_retry(
         tmp_path: Path, database_url: str) -> None:
-    """The worker process dies (the OOM killer, kill -9): what it held is answered 451,
-    never 250, and the sender's retry is stored once by the worker that replaces it."""
+    """The worker dies (the OOM killer, kill -9) while it holds a message in its commit:
+    the client hears 451, never 250, and the sender's retry is stored once by the worker
+    that replaces it."""
     data = mail("ann@customer.test", "worker gone", message_id="<gone@customer.test>")
-    with gateway_in_process(tmp_path, database_url) as gateway:
+    with gateway_in_process(tmp_path, database_url,
+                            database={"url": database_url, "busy_timeout_ms": 60000}
+                            ) as gateway:
         assert send(gateway.port, mail("bob@customer.test", "before"))[0] == 250
         (worker,) = ingest_workers()
-        os.kill(worker, signal.SIGKILL)
-        code, answer = send(gateway.port, data)
-        assert (code, answer[:5]) == (451, "4.3.0"), answer
+        store = gateway.runtime.settings.storage.path
+        with commits_held(gateway), ThreadPoolExecutor(1) as client:
+            answer = client.submit(send, gateway.port, data)
+            wait_until(lambda: any(b"<gone@customer.test>" in path.read_bytes()
+                                   for path in store.glob("??/*")), "the worker to take it")
+            os.kill(worker, signal.SIGKILL)
+            code, text_ = answer.result(timeout=30)
+        assert (code, text_[:5]) == (451, "4.3.0"), text_
         stored_once_on_retry(gateway, data, "<gone@customer.test>")
         assert ingest_workers() and worker not in ingest_workers()
         assert gateway.counts() == (2, 2)
