@@ -23,7 +23,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, selectinload
 
@@ -210,15 +210,15 @@ class Sender:
                 claims = outbox.claim_due(session, lease_seconds=lease, limit=self.batch, now=now)
             if not claims:
                 return sweep
+            mails = self._compose(claims)
             with self.transport.session() as send:
                 for claim in claims:
-                    self._deliver(claim, send, now, sweep)
+                    self._deliver(claim, mails.get(claim.outbox_id), send, now, sweep)
 
-    def _deliver(self, claim: Claim, send: Send, now: datetime | None, sweep: Sweep) -> None:
-        try:
-            mail = self._compose(claim)
-        except ComposeError as error:
-            self._finish(claim, sweep, DeliveryError(str(error), permanent=True), now)
+    def _deliver(self, claim: Claim, mail: Composed | ComposeError | None, send: Send,
+                 now: datetime | None, sweep: Sweep) -> None:
+        if isinstance(mail, ComposeError):
+            self._finish(claim, sweep, DeliveryError(str(mail), permanent=True), now)
             return
         if mail is None:
             sweep.lost += 1
@@ -238,16 +238,24 @@ class Sender:
             sweep.lost += 1
             log.warning("outbox %s sent, but its lease had run out meanwhile", claim.outbox_id)
 
-    def _compose(self, claim: Claim) -> Composed | None:
-        with self.reads() as session:  # no write lock while attachments are read
-            row = outbox.held(session, claim)
-            if row is None:
-                return None
-            body = session.get(Message, row.message_row_id,
-                               options=[selectinload(Message.attachments)]
-                               ) if row.message_row_id else None
-            return compose(row, body, settings=self.settings, store=self.runtime.store,
-                           templates=self.templates)
+    def _compose(self, claims: list[Claim]) -> dict[int, Composed | ComposeError]:
+        """The batch's mails, from one read of its rows and their stored messages (no write
+        lock while attachments are read); a row whose lease was lost is left out."""
+        mails: dict[int, Composed | ComposeError] = {}
+        with self.reads() as session:
+            rows = outbox.held_rows(session, claims)
+            bodies = {m.id: m for m in session.scalars(
+                select(Message).options(selectinload(Message.attachments))
+                .where(Message.id.in_({r.message_row_id for r in rows.values()
+                                       if r.message_row_id})))}
+            for outbox_id, row in rows.items():
+                try:
+                    mails[outbox_id] = compose(
+                        row, bodies.get(row.message_row_id), settings=self.settings,
+                        store=self.runtime.store, templates=self.templates)
+                except ComposeError as error:
+                    mails[outbox_id] = error
+        return mails
 
     def _finish(self, claim: Claim, sweep: Sweep, error: DeliveryError,
                 now: datetime | None) -> None:

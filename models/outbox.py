@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.errors import Conflict, NotFound
@@ -108,24 +108,40 @@ def claim_due(session: Session, *, lease_seconds: int, limit: int = 20,
     return [Claim(i, lease) for i in ids]
 
 
+def _holds(claim: Claim) -> ColumnElement[bool]:
+    """The claim's fence: the row is still sending under this very lease."""
+    return ((Outbox.id == claim.outbox_id) & (Outbox.state == OutboxState.SENDING)
+            & (Outbox.lease_until == claim.lease_until))
+
+
 def held(session: Session, claim: Claim) -> Outbox | None:
     """The row, if this claim still holds it (state sending, same lease)."""
-    return session.scalar(select(Outbox).where(
-        Outbox.id == claim.outbox_id, Outbox.state == OutboxState.SENDING,
-        Outbox.lease_until == claim.lease_until))
+    return session.scalar(select(Outbox).where(_holds(claim)))
+
+
+def held_rows(session: Session, claims: Sequence[Claim]) -> dict[int, Outbox]:
+    """A sender's whole batch in one read: the rows its claims still hold, by id."""
+    if not claims:
+        return {}
+    return {row.id: row for row in session.scalars(
+        select(Outbox).where(or_(*(_holds(claim) for claim in claims))))}
 
 
 def mark_sent(session: Session, claim: Claim, *, note: str = "",
               now: datetime | None = None) -> bool:
-    """Right after the relay's 250, in its own commit. False: the lease was lost meanwhile."""
-    row = held(session, claim)
-    if row is None:
+    """Right after the relay's 250, in its own commit. False: the lease was lost meanwhile.
+    One fenced UPDATE (no row loaded): the sender's part of a busy gateway's write lock."""
+    sent_at = now or utcnow()
+    marked = session.execute(
+        update(Outbox).where(_holds(claim))
+        .values(state=OutboxState.SENT, sent_at=sent_at, lease_until=None,
+                last_error=note[:ERROR_CHARS])
+        .returning(Outbox.message_row_id).execution_options(synchronize_session=False)).first()
+    if marked is None:
         return False
-    row.state, row.sent_at, row.lease_until = OutboxState.SENT, now or utcnow(), None
-    row.last_error = note[:ERROR_CHARS]
-    if row.message_row_id:  # the conversation shows when our mail left
-        session.execute(update(Message).where(Message.id == row.message_row_id)
-                        .values(sent_at=row.sent_at).execution_options(synchronize_session=False))
+    if marked.message_row_id:  # the conversation shows when our mail left
+        session.execute(update(Message).where(Message.id == marked.message_row_id)
+                        .values(sent_at=sent_at).execution_options(synchronize_session=False))
     return True
 
 
