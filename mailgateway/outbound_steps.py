@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from mailgateway.classify import DeliveryReport
 from mailgateway.config import Settings
 from mailgateway.parse import ParsedMail
 from mailgateway.reply_token import outbox_from_bounce_address
 from models.bounces import BounceReport, find_bounced_outbox
-from models.followups import FollowupPolicy, after_customer_message
+from models.followups import FollowupPolicy, after_customer_messages
 from models.schema import Message, Outbox, Ticket
 
 if TYPE_CHECKING:
@@ -53,13 +53,13 @@ def queue_followups(session: Session, stored: Sequence[Stored], settings: Settin
     if not people:
         return
     tickets = {t.id: t for t in session.scalars(
-        select(Ticket).where(Ticket.id.in_({s.ticket_id for s in people})))}
+        select(Ticket).options(selectinload(Ticket.requester), selectinload(Ticket.assignee))
+        .where(Ticket.id.in_({s.ticket_id for s in people})))}
     messages = {m.id: m for m in session.scalars(
         select(Message).where(Message.id.in_([s.message_id for s in people])))}
-    policy = followup_policy(settings)
-    for one in people:
-        after_customer_message(session, tickets[one.ticket_id], messages[one.message_id],
-                               created=one.created, policy=policy)
+    after_customer_messages(
+        session, [(tickets[s.ticket_id], messages[s.message_id], s.created) for s in people],
+        followup_policy(settings))
 
 
 @dataclass(frozen=True)
