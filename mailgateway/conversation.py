@@ -2,7 +2,9 @@
 
 (a) In-Reply-To, then References, naming a message we stored or sent;
 (a') a message that stored mail already answers (it arrived after its reply), or stored
-     mail of the same conversation (References starting at the same first message);
+     mail of the same conversation (References starting at the same first message) that
+     the sender, or a colleague of theirs, wrote or was addressed in: replies of strangers
+     to one mass mailing we never stored are not one conversation;
 (b) a signed reply token in an address the customer wrote to;
 (c) the subject tag "[TAG #n]", only from a participant of ticket n (or a colleague
     at the requester's own company domain), so guessing numbers gets no one in;
@@ -28,12 +30,29 @@ from models.tickets import get_ticket, is_participant
 
 MAX_REFERENCES = 50
 MAX_TICKET_ID = 2**31 - 1  # ticket.id is a 32-bit integer on PostgreSQL
+# Free-mail providers: two of their users are strangers, not colleagues. Brands whose name
+# is theirs alone count under any country's domain (hotmail.co.uk, yahoo.com.br, gmx.at);
+# the others (a common word, or a company that also gives out mail) by the exact domain.
+FREEMAIL_BRANDS = frozenset({
+    "gmail", "googlemail", "outlook", "hotmail", "live", "msn", "windowslive", "yahoo",
+    "ymail", "rocketmail", "aol", "icloud", "gmx", "yandex", "rambler", "proton",
+    "protonmail", "tutanota", "tuta", "hushmail", "mailfence", "posteo", "t-online",
+    "freenet", "arcor", "libero", "virgilio", "tiscali", "wanadoo", "seznam", "centrum",
+    "interia", "onet", "naver", "hanmail", "daum", "rediffmail", "btinternet", "btopenworld",
+    "bigpond", "optusnet", "sina", "sohu", "aliyun",
+})
 FREEMAIL = frozenset({
-    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com",
-    "yahoo.com", "yahoo.fr", "yahoo.de", "ymail.com", "icloud.com", "me.com", "mac.com",
-    "aol.com", "gmx.de", "gmx.net", "gmx.com", "web.de", "t-online.de", "mail.ru", "yandex.ru",
-    "yandex.com", "proton.me", "protonmail.com", "orange.fr", "free.fr", "laposte.net",
-    "libero.it", "uol.com.br", "bol.com.br", "terra.com.br", "qq.com", "163.com",
+    "me.com", "mac.com", "mail.com", "email.com", "email.cz", "mail.ru", "inbox.ru", "list.ru",
+    "bk.ru", "ya.ru", "ukr.net", "web.de", "mail.de", "online.de", "orange.fr", "free.fr",
+    "sfr.fr", "neuf.fr", "laposte.net", "club-internet.fr", "alice.it", "uol.com.br",
+    "bol.com.br", "terra.com.br", "ig.com.br", "qq.com", "163.com", "126.com", "139.com",
+    "yeah.net", "foxmail.com", "pm.me", "hey.com", "fastmail.com", "fastmail.fm", "zoho.com",
+    "zohomail.com", "aim.com", "att.net", "comcast.net", "verizon.net", "sbcglobal.net",
+    "bellsouth.net", "earthlink.net", "optonline.net", "cox.net", "charter.net", "shaw.ca",
+    "sympatico.ca", "wp.pl", "o2.pl", "op.pl", "abv.bg", "inbox.lv", "bluewin.ch",
+    "sunrise.ch", "telenet.be", "skynet.be", "ziggo.nl", "kpnmail.nl", "planet.nl",
+    "xs4all.nl", "telia.com", "online.no", "xtra.co.nz", "virginmedia.com", "sky.com",
+    "talktalk.net",
 })
 
 
@@ -57,8 +76,8 @@ class Known:
     tickets: dict[str, int] = field(default_factory=dict)  # dedup key -> its ticket
     replies: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # in_reply_to ->
     # [(ticket, threaded_by)] of the messages answering it
-    roots: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # thread_root ->
-    # [(ticket, threaded_by)] of the messages of that conversation
+    roots: dict[str, list[Member]] = field(default_factory=dict)  # thread_root -> the
+    # messages of that conversation: their ticket and people
     opened: set[int] = field(default_factory=set)  # tickets the batch opened: maybe no rows
     # yet, and never merged (unless adopted as an early reply's: then removed from here)
     _asked: set[str] = field(default_factory=set)
@@ -74,8 +93,8 @@ class Known:
         self.tickets_for(session, keys)
         self.replies_to(session, [m.message_id for m in mails if m.message_id])
         self.conversations(session, [m.thread_root for m in mails if m.thread_root])
-        ids = set(self.tickets.values()) | {t for rs in (*self.replies.values(),
-                                                         *self.roots.values()) for t, _ in rs}
+        ids = (set(self.tickets.values()) | {t for rs in self.replies.values() for t, _ in rs}
+               | {m.ticket_id for ms in self.roots.values() for m in ms})
         self._held = list(session.scalars(select(Ticket).where(Ticket.id.in_(ids)))) if ids else []
 
     def tickets_for(self, session: Session, keys: Iterable[str]) -> dict[str, int]:
@@ -91,10 +110,19 @@ class Known:
         _group_by(session, Message.in_reply_to, message_ids, self.replies, self._asked_replies)
 
     def conversations(self, session: Session, roots: Sequence[str]) -> None:
-        _group_by(session, Message.thread_root, roots, self.roots, self._asked_roots)
+        """The stored messages of each conversation, oldest first, with their people."""
+        missing = [r for r in dict.fromkeys(roots) if r not in self._asked_roots]
+        for part in in_lists(missing):
+            for root, ticket_id, sender, to, cc in session.execute(
+                    select(Message.thread_root, Message.ticket_id, Message.from_address,
+                           Message.to, Message.cc)
+                    .where(Message.thread_root.in_(part)).order_by(Message.id)):
+                self.roots.setdefault(root, []).append(
+                    Member.of(ticket_id, sender, [*(to or []), *(cc or [])]))
+            self._asked_roots.update(part)
 
-    def same_conversation(self, session: Session, root: str) -> list[tuple[int, str]]:
-        """(ticket, threaded_by) of each stored message whose thread_root is root."""
+    def same_conversation(self, session: Session, root: str) -> list[Member]:
+        """Each stored message whose thread_root is root: its ticket and people."""
         self.conversations(session, [root])
         return self.roots.get(root, [])
 
@@ -103,17 +131,29 @@ class Known:
         self.replies_to(session, [message_id])
         return self.replies.get(message_id, [])
 
-    def add(self, dedup_key: str, ticket_id: int, rule: str, *, in_reply_to: str | None,
-            thread_root: str | None, opened: bool) -> None:
+    def add(self, mail: ParsedMail, ticket_id: int, rule: str, *, opened: bool) -> None:
         """A message the batch stored (its rows may wait for the batch's write)."""
         if opened:
             self.opened.add(ticket_id)
-        self.tickets[dedup_key] = ticket_id
-        self._asked.add(dedup_key)
-        if in_reply_to:
-            self.replies.setdefault(in_reply_to, []).append((ticket_id, rule))
-        if thread_root:
-            self.roots.setdefault(thread_root, []).append((ticket_id, rule))
+        self.tickets[mail.dedup_key] = ticket_id
+        self._asked.add(mail.dedup_key)
+        if mail.in_reply_to:
+            self.replies.setdefault(mail.in_reply_to, []).append((ticket_id, rule))
+        if mail.thread_root:
+            self.roots.setdefault(mail.thread_root, []).append(Member.of(
+                ticket_id, mail.from_address, [a for _, a in (*mail.to, *mail.cc)]))
+
+
+@dataclass(frozen=True)
+class Member:
+    """A stored message of a conversation: its ticket, and who wrote it or was addressed."""
+
+    ticket_id: int
+    people: frozenset[str]
+
+    @classmethod
+    def of(cls, ticket_id: int, sender: str, addressed: Iterable[str]) -> Member:
+        return cls(ticket_id, frozenset(a.lower() for a in (sender, *addressed) if a))
 
 
 def _group_by(session: Session, column: InstrumentedAttribute, values: Sequence[str],
@@ -165,10 +205,15 @@ def by_referenced_by(session: Session, env: Envelope, settings: Settings) -> Pla
 def by_thread_root(session: Session, env: Envelope, settings: Settings) -> Placement | None:
     """Out of order, with no stored parent (an import whose answers in between we never
     saw): stored mail whose References start at the same first message is this one's
-    conversation."""
-    root = env.mail.thread_root
-    found = env.known.same_conversation(session, root) if root else []
-    return Placement(found[0][0], "thread-root", root) if found else None
+    conversation, if the sender (or a colleague) was one of its people. A first message
+    we never stored may be a mass mailing: its strangers' replies are not one ticket."""
+    root, sender = env.mail.thread_root, env.mail.from_address
+    if not root or not sender:
+        return None
+    for member in env.known.same_conversation(session, root):
+        if sender in member.people or any(colleagues(sender, p) for p in member.people):
+            return Placement(member.ticket_id, "thread-root", root)
+    return None
 
 
 def by_reply_token(session: Session, env: Envelope, settings: Settings) -> Placement | None:
@@ -193,7 +238,8 @@ def by_subject_tag(session: Session, env: Envelope, settings: Settings) -> Place
     if ticket is None:
         return None
     sender = env.mail.from_address  # "" (no From, no Return-Path) proves no one's identity
-    if sender and (is_participant(session, ticket, sender) or _colleague(ticket, sender)):
+    if sender and (is_participant(session, ticket, sender)
+                   or colleagues(sender, ticket.requester.email)):
         return Placement(ticket.id, "subject-tag", found.group(0))
     return None
 
@@ -237,11 +283,23 @@ def _existing(session: Session, ticket_id: int) -> Ticket | None:
     return session.get(Ticket, ticket_id) if 0 < ticket_id <= MAX_TICKET_ID else None
 
 
-def _colleague(ticket: Ticket, sender: str) -> bool:
-    """A forward by someone at the requester's company (not a free-mail domain)."""
-    domain = sender.rpartition("@")[2]
-    return bool(domain) and domain not in FREEMAIL and (
-        ticket.requester.email.rpartition("@")[2] == domain)
+def colleagues(one: str, other: str) -> bool:
+    """Two addresses at the same company's domain (a free-mail domain is no company)."""
+    domain = one.rpartition("@")[2].lower()
+    return bool(domain) and not is_freemail(domain) and other.rpartition("@")[2].lower() == domain
+
+
+SECOND_LEVEL = frozenset({"co", "com", "net", "org", "ne", "or", "ac", "gen"})
+
+
+def is_freemail(domain: str) -> bool:
+    """A known free-mail provider's domain, in any country (hotmail.co.uk, yahoo.com.br)."""
+    domain = domain.lower()
+    labels = domain.split(".")
+    if domain in FREEMAIL or len(labels) < 2:
+        return domain in FREEMAIL
+    under_country = len(labels) >= 3 and labels[-2] in SECOND_LEVEL and len(labels[-1]) == 2
+    return labels[-3 if under_country else -2] in FREEMAIL_BRANDS
 
 
 def _unmatched_reference(session: Session, env: Envelope, settings: Settings) -> str:

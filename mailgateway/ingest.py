@@ -395,10 +395,8 @@ def _receipts(session: Session, work: Sequence[Work]) -> list[Work]:
 def _known(known: Known, done: _Placed) -> None:
     """Threading sees a message stored by the batch at once, although its rows wait for the
     batch's write: a reply later in the batch finds it, and its ticket."""
-    mail, written = done.item.mail, done.written
-    known.add(mail.dedup_key, written.ticket_id, done.placement.rule,
-              in_reply_to=mail.in_reply_to, thread_root=mail.thread_root,
-              opened=written.created)
+    known.add(done.item.mail, done.written.ticket_id, done.placement.rule,
+              opened=done.written.created)
 
 
 def _store_one(session: Session, settings: Settings, item: Work, known: Known,

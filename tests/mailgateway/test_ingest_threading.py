@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailgateway.conversation import FREEMAIL
+from mailgateway.conversation import is_freemail
 from mailgateway.reply_token import reply_address
 from mailgateway.runtime import Runtime
 from models.changes import merge
@@ -215,7 +215,7 @@ def test_the_requester_in_capitals_is_still_the_same_person(runtime: Runtime) ->
 
 def test_a_stranger_with_the_tag_opens_a_new_ticket_that_records_it(runtime: Runtime) -> None:
     ticket_id = open_first_ticket(runtime)
-    assert "gmail.com" in FREEMAIL
+    assert is_freemail("gmail.com")
     result = deliver(runtime, "gmail-stranger-forward")
     assert result.action == "created" and result.ticket != ticket_id
     shown = show(runtime, result.ticket)
@@ -263,6 +263,45 @@ def test_a_colleague_at_a_freemail_requesters_domain_does_not(runtime: Runtime) 
                       f"Fwd: [ACME #{carlos.ticket}] CSV export fails with Error 500")
     result = deliver(runtime, data)
     assert result.action == "created" and result.ticket != carlos.ticket
+
+
+def test_a_stranger_at_a_freemail_provider_abroad_is_no_colleague(runtime: Runtime) -> None:
+    """Found by QA: hotmail.co.uk was missing from a list of exact domains, so anyone there
+    could write into another hotmail.co.uk customer's ticket by guessing its number."""
+    jane = deliver(runtime, "hotmail-uk-new-ticket")
+    eve = deliver(runtime, "hotmail-uk-stranger-with-tag")
+    assert (eve.action, eve.reason) == ("created", "new: [ACME #1] (sender is not a participant)")
+    assert eve.ticket != jane.ticket
+
+
+@pytest.mark.parametrize(("domain", "free"), [
+    ("hotmail.co.uk", True), ("yahoo.com.br", True), ("gmx.at", True), ("outlook.de", True),
+    ("pm.me", True), ("comcast.net", True), ("acme.com", False), ("mail.acme.co.uk", False),
+    ("comcast.com", False), ("co.uk", False)])
+def test_free_mail_is_known_by_its_brand_in_any_country(domain: str, free: bool) -> None:
+    assert is_freemail(domain) is free
+
+
+def test_strangers_replying_to_one_mass_mailing_get_a_ticket_each(runtime: Runtime) -> None:
+    """Found by QA: two customers answered one newsletter we never stored; the second reply
+    joined the first one's ticket by its References' first message (thread-root), where an
+    agent's answer would have gone to the wrong customer."""
+    carla = deliver(runtime, "gmail-reply-to-newsletter")
+    bob = deliver(runtime, "apple-mail-reply-to-newsletter")
+    assert (carla.action, bob.action) == ("created", "created")
+    assert bob.ticket != carla.ticket
+    assert show(runtime, bob.ticket)["requester"] == "b.stone@stone-consulting.example"
+
+
+def test_the_same_customer_answering_a_mass_mailing_again_stays_on_her_ticket(
+        runtime: Runtime) -> None:
+    carla = deliver(runtime, "gmail-reply-to-newsletter")
+    again = set_header(set_header(eml("gmail-reply-to-newsletter"), "Message-ID",
+                                  "<CAJ1carla+bbbb@mail.gmail.com>"), "Date",
+                       "Tue, 12 Mar 2024 11:00:00 +0100")
+    result = deliver(runtime, again)
+    assert (result.action, result.ticket) == ("appended", carla.ticket)
+    assert result.reason == "thread-root: <20240311.news.5f2a9c@mail.acme-news.example>"
 
 
 @pytest.fixture
