@@ -35,7 +35,7 @@ from mailgateway.config import Settings
 from mailgateway.conversation import Envelope, Known, Placement, place
 from mailgateway.errors import TemporaryFailure
 from mailgateway.outbound_steps import BouncedMail, bounced_outbox, queue_followups
-from mailgateway.parse import NotAMessage, ParsedMail, parse
+from mailgateway.parse import NOT_A_MESSAGE, NotAMessage, ParsedMail, parse
 from mailgateway.reply_token import base_address
 from mailgateway.runtime import Runtime
 from models.bounces import record_bounce
@@ -215,9 +215,10 @@ def store_raw(runtime: Runtime, items: Sequence[tuple[bytes, Source]]
 
 
 def _earlier_answer(raw: RawMail) -> IngestResult:
-    if raw.state == RawState.QUARANTINED:
+    if raw.state == RawState.QUARANTINED:  # the same garbage again is refused again (65)
         return IngestResult("quarantined", None, raw.header_message_id,
-                            f"already quarantined: {raw.reason}", raw.id)
+                            f"already quarantined: {raw.reason}", raw.id,
+                            not_a_message=raw.reason.startswith(NOT_A_MESSAGE))
     if raw.state == RawState.IGNORED:
         return IngestResult("ignored", None, raw.header_message_id, raw.reason, raw.id)
     return IngestResult("duplicate", raw.ticket_id, raw.header_message_id,

@@ -44,6 +44,9 @@ class NotAMessage(MessageRejected):
     """The bytes are not an email message at all (no header block)."""
 
 
+NOT_A_MESSAGE = "not an email message"  # how its quarantine reason starts, for a re-delivery
+
+
 @dataclass(frozen=True)
 class ParsedAttachment:
     filename: str
@@ -109,7 +112,7 @@ def looks_like_message(raw: bytes) -> bool:
 
 def parse(raw: bytes, limits: LimitSettings) -> ParsedMail:
     if not looks_like_message(raw):
-        raise NotAMessage("not an email message: no header block")
+        raise NotAMessage(f"{NOT_A_MESSAGE}: no header block")
     notes: list[str] = []
     message = read_message(raw, notes)
     notes.extend(header_notes(raw))

@@ -135,6 +135,9 @@ def test_not_a_message_exits_65_and_waits_in_quarantine(config: Path, opened: Ru
     [listed] = json.loads(mailgateway(config, "quarantine", "list", "--json").stdout)
     assert (listed["id"], listed["size"]) == (result["raw_id"], len(garbage))
     assert listed["reason"] == "not an email message: no header block"
+    again = mailgateway(config, "ingest", stdin=garbage)  # found by QA: exited 0 the 2nd time
+    assert again.returncode == 65
+    assert json_lines(again)[0]["reason"] == "already quarantined: " + listed["reason"]
     shown = mailgateway(config, "quarantine", "show", str(listed["id"]), "--raw")
     assert shown.returncode == 0 and shown.stdout == garbage
 
