@@ -100,6 +100,12 @@ def acks_switched_off(ticket: Ticket, message: Message, policy: FollowupPolicy,
     return None
 
 
+def no_sender(ticket: Ticket, message: Message, policy: FollowupPolicy,
+              facts: Facts) -> str | None:
+    """No From and no Return-Path (a cron job, a broken script): no one to answer."""
+    return None if message.from_address.strip() else "the message names no sender"
+
+
 def written_by_robot(ticket: Ticket, message: Message, policy: FollowupPolicy,
                      facts: Facts) -> str | None:
     """RFC 3834 5.: never answer an auto-reply, a bounce or a list: two robots loop."""
@@ -142,8 +148,8 @@ def over_hourly_limit(ticket: Ticket, message: Message, policy: FollowupPolicy,
     return f"{message.from_address} had {sent} acknowledgements this hour"
 
 
-ACK_RULES: list[AckRule] = [acks_switched_off, written_by_robot, from_ourselves, from_noreply,
-                            sender_suppressed, over_hourly_limit]
+ACK_RULES: list[AckRule] = [acks_switched_off, no_sender, written_by_robot, from_ourselves,
+                            from_noreply, sender_suppressed, over_hourly_limit]
 
 
 def acknowledge(session: Session, ticket: Ticket, message: Message, policy: FollowupPolicy,

@@ -59,6 +59,7 @@ def test_a_new_ticket_is_acknowledged_and_every_active_agent_told(runtime: Runti
     ("support@example.com", {}, POLICY, "one of our addresses"),
     ("support+t1-abcdefghij@example.com", {}, POLICY, "one of our addresses"),
     ("NoReply@shop.example", {}, POLICY, "no-reply pattern"),
+    ("", {}, POLICY, "names no sender"),  # found by QA: an acknowledgement to "" that failed
     ("orders@noreply.shop.example", {}, POLICY, "no-reply pattern"),
     ("anna@customer.example", {}, dataclasses.replace(POLICY, acknowledge=False), "switched off"),
     ("anna@customer.example", {}, dataclasses.replace(POLICY, acknowledged_queues=frozenset()),
