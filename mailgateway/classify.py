@@ -117,7 +117,7 @@ def _param(msg: Message, name: str) -> str:
     return header_text(collapse_rfc2231_value(value)) if value else ""
 
 
-# --- rule 1: delivery status notifications ----------------------------------------------------
+# --- rule 1: delivery status notifications and read receipts ----------------------------------
 
 _DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 _DAEMON_LOCALPARTS = frozenset({"mailer-daemon", "postmaster"})
@@ -160,6 +160,19 @@ def is_delivery_status_report(msg: Message) -> Verdict | None:
     """RFC 3464 §2 and RFC 6522: a DSN is multipart/report; report-type=delivery-status.
     Checked first: a bounce often quotes the original's Auto-Submitted or List-Id."""
     return Verdict("bounce", "multipart/report delivery-status") if _is_dsn(msg) else None
+
+
+def is_read_receipt(msg: Message) -> Verdict | None:
+    """RFC 8098 §3: a read receipt (MDN) is multipart/report; report-type=disposition-notification,
+    however Outlook and Thunderbird word its subject ("Read:", "Gelesen:", "Return Receipt").
+    The reader's client sends it without Auto-Submitted, and a receipt is no answer: it must not
+    reopen the ticket. A subject alone is not enough: "Read: my notes" is a person writing."""
+    if (
+        msg.get_content_type() == "multipart/report"
+        and _param(msg, "report-type").lower() == "disposition-notification"
+    ):
+        return Verdict("auto-generated", "read receipt: multipart/report disposition-notification")
+    return None
 
 
 def is_mailer_daemon_failure(msg: Message) -> Verdict | None:
@@ -214,6 +227,15 @@ def is_autoresponder(msg: Message) -> Verdict | None:
     return None
 
 
+def is_precedence_auto_reply(msg: Message) -> Verdict | None:
+    """Vacation programs that predate RFC 3834 write Precedence: auto_reply (RFC 2076 §3.9 left
+    the field's values open), some as X-Precedence."""
+    for name in ("Precedence", "X-Precedence"):
+        if _header(msg, name).lower() == "auto_reply":
+            return Verdict("auto-reply", f"{name}: auto_reply")
+    return None
+
+
 def is_precedence_bulk_or_list(msg: Message) -> Verdict | None:
     """RFC 2076 §3.9 Precedence, not standard but what RFC 3834 §2 tells responders to honour:
     bulk and junk are newsletters, list is a mailing list."""
@@ -245,10 +267,12 @@ def is_looped_ticket_system(msg: Message) -> Verdict | None:
 
 RULES: tuple[Rule, ...] = (
     is_delivery_status_report,
+    is_read_receipt,
     is_mailer_daemon_failure,
     is_null_sender_failure,
     is_auto_submitted,
     is_autoresponder,
+    is_precedence_auto_reply,
     is_precedence_bulk_or_list,
     is_list_post,
     is_looped_ticket_system,

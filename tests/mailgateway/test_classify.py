@@ -23,7 +23,9 @@ from mailgateway.classify import (
     is_looped_ticket_system,
     is_mailer_daemon_failure,
     is_null_sender_failure,
+    is_precedence_auto_reply,
     is_precedence_bulk_or_list,
+    is_read_receipt,
 )
 from mailgateway.parse import read_message
 
@@ -47,6 +49,9 @@ CLASSIFY_CASES = [
     ("qmail-bounce.eml", "bounce", "From: MAILER-DAEMON@mail.oldhost.example"),
     ("exchange-ndr-legacy.eml", "bounce", "'Undeliverable: [Helpdesk #1054] Ihre Laptop"),
     ("domino-delivery-failure.eml", "bounce", "Return-Path: <> with subject 'DELIVERY"),
+    # read receipts (F-robot-reopen): they carry no Auto-Submitted
+    ("thunderbird-read-receipt.eml", "auto-generated", "read receipt: multipart/report"),
+    ("outlook-read-receipt-de.eml", "auto-generated", "read receipt: multipart/report"),
     # rule 2: RFC 3834 Auto-Submitted
     ("gmail-vacation.eml", "auto-reply", "Auto-Submitted: auto-replied"),
     ("outlook-com-oof.eml", "auto-reply", "Auto-Submitted: auto-replied"),
@@ -55,6 +60,8 @@ CLASSIFY_CASES = [
     ("microsoft-auto-reply.eml", "auto-reply", "X-Auto-Response-Suppress: All"),
     ("x-autoreply.eml", "auto-reply", "X-Autoreply: yes"),
     ("x-autorespond.eml", "auto-reply", "X-Autorespond: [Helpdesk #1053]"),
+    ("vacation-precedence-auto-reply.eml", "auto-reply", "Precedence: auto_reply"),
+    ("vacation-x-precedence-auto-reply.eml", "auto-reply", "X-Precedence: auto_reply"),
     # rule 4: Precedence
     ("newsletter-bulk.eml", "bulk", "Precedence: bulk"),
     ("mailman2-list-post.eml", "list", "Precedence: list"),
@@ -68,6 +75,7 @@ CLASSIFY_CASES = [
     ("human-out-of-office-question.eml", None, HUMAN.reason),
     ("human-auto-submitted-no.eml", None, HUMAN.reason),
     ("outlook-human-receipts.eml", None, HUMAN.reason),
+    ("human-read-subject.eml", None, HUMAN.reason),  # "Read: my notes ...", no report part
     ("postmaster-human.eml", None, HUMAN.reason),
     ("forwarded-bounce.eml", None, HUMAN.reason),
     ("crm-one-to-one.eml", None, HUMAN.reason),
@@ -96,6 +104,9 @@ def test_every_fixture_has_a_classify_case() -> None:
         (is_auto_submitted, "gmail-vacation.eml", "human-auto-submitted-no.eml"),
         (is_autoresponder, "microsoft-auto-reply.eml", "outlook-human-receipts.eml"),
         (is_autoresponder, "x-autoreply.eml", "human-out-of-office-question.eml"),
+        (is_read_receipt, "outlook-read-receipt-de.eml", "human-read-subject.eml"),
+        (is_read_receipt, "thunderbird-read-receipt.eml", "postfix-dsn.eml"),
+        (is_precedence_auto_reply, "vacation-precedence-auto-reply.eml", "newsletter-bulk.eml"),
         (is_precedence_bulk_or_list, "newsletter-bulk.eml", "mailman3-list-post.eml"),
         (is_list_post, "mailman3-list-post.eml", "crm-one-to-one.eml"),
         (is_looped_ticket_system, "otrs-x-loop.eml", "human-out-of-office-question.eml"),

@@ -16,7 +16,7 @@ from mailgateway.ingest import Source, receive_batch, retry_quarantined
 from mailgateway.runtime import Runtime, open_runtime
 from models.inbound import quarantined
 from models.schema import Contact, Message, Outbox, RawMail, RawState, Ticket
-from models.tickets import PENDING, change_status_quietly, get_ticket
+from models.tickets import PENDING, SOLVED, change_status_quietly, get_ticket
 from tests.conftest import write_config
 from tests.mailgateway.ingest_support import (
     AGENT_REPLY,
@@ -364,6 +364,25 @@ def test_another_ticket_systems_autoreply_does_not_reopen(
     assert _waiting(runtime, pending_ticket) == before
     robot = inbound(show(runtime, pending_ticket))[-1]
     assert (robot["auto"], robot["threaded_by"]) == ("auto-reply", "in-reply-to")
+
+
+@pytest.mark.parametrize(("robot", "auto", "reason"), [
+    ("outlook-read-receipt", "auto-generated",
+     "read receipt: multipart/report disposition-notification"),
+    ("vacation-precedence-auto-reply", "auto-reply", "Precedence: auto_reply"),
+])
+def test_a_read_receipt_or_precedence_auto_reply_leaves_a_solved_ticket_solved(
+        runtime: Runtime, pending_ticket: int, robot: str, auto: str, reason: str) -> None:
+    """F-robot-reopen: neither carries Auto-Submitted, and both used to reopen the ticket."""
+    with runtime.sessions.begin() as session:
+        change_status_quietly(session, get_ticket(session, pending_ticket), SOLVED, actor=None)
+    before = _waiting(runtime, pending_ticket)
+    result = deliver(runtime, robot)
+    assert (result.action, result.ticket) == ("appended", pending_ticket)
+    assert result.reason.endswith(f"; automatic ({reason})")
+    assert _waiting(runtime, pending_ticket) == before and before[0] == SOLVED
+    stored = inbound(show(runtime, pending_ticket))[-1]
+    assert (stored["auto"], stored["threaded_by"]) == (auto, "in-reply-to")
 
 
 def test_a_bounce_of_our_reply_lands_on_its_ticket(runtime: Runtime, pending_ticket: int) -> None:
