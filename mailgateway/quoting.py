@@ -43,6 +43,8 @@ _ATTRIBUTION = "|".join(
     (
         rf"On{_SP}{_WRAPPED}\bwrote{_SP}*:",
         rf"Am{_SP}{_WRAPPED}\bschrieb\b{_WRAPPED}:",
+        # Yahoo: "Am Montag, 4. März 2024 um 10:12 MEZ hat X <x@y.de> Folgendes geschrieben:"
+        rf"Am{_SP}{_WRAPPED}\bFolgendes{_SP}+geschrieben{_SP}*:",
         rf"Le{_SP}{_WRAPPED}\ba{_SP}+écrit{_SP}*:",
         rf"El{_SP}{_WRAPPED}\bescribió{_SP}*:",
         rf"Em{_SP}{_WRAPPED}\bescreveu{_SP}*:",

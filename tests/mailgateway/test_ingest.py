@@ -443,6 +443,11 @@ REPLIES = {
         "billing address for the corrected invoice?\n\nYes: Northwind Traders, Hafenstraße "
         "12, 20457 Hamburg.",
         "> Best regards,\n> Maria from Support\n\n-- \nJonas Weber"),
+    "yahoo-de-reply": (  # F-yahoo-de-quote: no ">" on the quoted lines
+        "<reply.4.1717596720.8c3d@example.com>",
+        "Danke, der Link funktioniert jetzt.\nGruß Klaus",
+        "Am Mittwoch, 5. Juni 2024 um 16:12:00 MESZ hat Support <support@example.com> Folgendes"
+        " geschrieben:  \n \n Hallo Klaus,"),
 }
 
 

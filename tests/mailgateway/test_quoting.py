@@ -56,6 +56,25 @@ def test_attribution_in_each_language_cuts(attribution: str) -> None:
     assert reply_text(text) == "Thanks, solved."
 
 
+@pytest.mark.parametrize(
+    "attribution",
+    [
+        "On Monday, February 12, 2024, 10:15:00 AM GMT+1, Helpdesk <support@example.com> wrote:",
+        "Am Montag, 12. Februar 2024 um 10:15:00 MEZ hat Helpdesk <support@example.com> "
+        "Folgendes geschrieben:",
+        "Le lundi 12 février 2024 à 10:15:00 UTC+1, Support <support@example.com> a écrit :",
+        "El lunes, 12 de febrero de 2024, 10:15:00 CET, Soporte <support@example.com> escribió:",
+        "Em segunda-feira, 12 de fevereiro de 2024 10:15:00 BRT, Suporte <support@example.com> "
+        "escreveu:",
+        "Il lunedì 12 febbraio 2024, 10:15:00 CET, Supporto <support@example.com> ha scritto:",
+    ],
+)
+def test_yahoo_attribution_cuts_its_unquoted_history(attribution: str) -> None:
+    """Yahoo indents its attribution and marks no quoted line with ">" (F-yahoo-de-quote)."""
+    text = f"Thanks, solved.\n\n    {attribution}  \n \n Hello,\n\nplease restart the printer.\n"
+    assert reply_text(text) == "Thanks, solved."
+
+
 def test_gmail_attribution_wrapped_before_the_address_cuts() -> None:
     text = (
         "Done.\n\nOn Mon, Feb 12, 2024 at 10:15 AM Maximilian Mustermann-Schmidt\n"
