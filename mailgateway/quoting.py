@@ -10,9 +10,11 @@ Plain-text rules, in order of application:
 
 1. The reply is cut at the first marker that follows some new text: an attribution ("On ...
    wrote:" and its translations, also wrapped over two lines by Gmail), an Outlook header block
-   ("From:" then "Sent:"/"Date:" within a few lines, optionally under a line of underscores),
-   an "-----Original Message-----" or forward separator, a "-- " signature delimiter, or a
-   "Sent from my iPhone" style line.
+   ("From:" then "Sent:"/"Date:" within a few lines, optionally under a line of underscores, with
+   a "To:" or "Subject:" line), an "-----Original Message-----" or forward separator, a "-- "
+   signature delimiter, or a "Sent from my iPhone" style line. Only the ones a mail program
+   writes count: a header block needs a subject or the sender's address, and a signature or
+   device line must end the new text, not stand in the middle of it.
 2. Markers met before any new text are passed over, not cut at: a message that is nothing but
    a forward is new to us, and so is everything in it up to the forwarded mail's own quotes.
 3. Quoted (">") lines after the last new line are dropped. Quoted lines between new lines are
@@ -62,9 +64,15 @@ _SENT = (
     r"|Дата|Verzonden|Inviato|Skickat)"
 )
 _HEADER = (
-    rf"(?:_{{8,}}{_SP}*\n(?:{_SP}*\n)?)?{_SP}*\*?{_FROM}{_SP}*:\*?{_SP}[^\n]{{1,300}}\n"
+    rf"(?:_{{8,}}{_SP}*\n(?:{_SP}*\n)?)?{_SP}*\*?{_FROM}{_SP}*:\*?{_SP}(?P<sender>[^\n]{{1,300}})\n"
     rf"(?:[^\n]{{0,300}}\n){{0,3}}?{_SP}*\*?{_SENT}{_SP}*:"
 )
+_TO = r"(?:To|An|À|A|Para|Aan|Кому|Till|Til)"
+_SUBJECT = r"(?:Subject|Betreff|Objet|Asunto|Assunto|Тема|Onderwerp|Oggetto|Ämne|Emne)"
+_HEADER_FIELD = re.compile(
+    rf"^{_SP}*\*?(?:(?P<to>{_TO})|(?P<subject>{_SUBJECT})){_SP}*:", re.MULTILINE
+)
+_ADDRESS = re.compile(r"[^\s<>@]@[^\s<>@]")
 _SEPARATOR = (
     rf"{_SP}*-{{2,}}{_SP}*(?i:original message|ursprüngliche nachricht|message d'origine"
     r"|mensaje original|mensagem original|исходное сообщение|oorspronkelijk bericht"
@@ -95,6 +103,8 @@ _MARKER = re.compile(
 _ATTRIBUTION_LINE = re.compile(rf"{_SP}*(?:{_ATTRIBUTION}){_SP}*")
 _NEW_TEXT = re.compile(r"^(?![ \t]*>)[^\S\n]*\S", re.MULTILINE)
 _BLANK_LINE = re.compile(r"\n[^\S\n]*(?:\n|\Z)")
+_CONTENT_LINE = re.compile(r"^[^\S\n]*\S", re.MULTILINE)
+_SIGNATURE_LINES = 10  # name, role, company, address, phones, web; more is the body going on
 _DIGIT = re.compile(r"\d")
 
 
@@ -174,7 +184,53 @@ def _marker_at(text: str, match: re.Match[str]) -> _Marker | None:
     elif kind == "header":
         blank = _BLANK_LINE.search(text, end, end + 2000)  # To:, Cc: and Subject: may wrap
         end = blank.start() if blank else _line_end(text, end)
+        if not _is_mail_header(text, match, end):
+            return None
+    elif kind in ("signature", "mobile") and not _closes_new_text(text, match):
+        return None
     return _Marker(start, end, kind)
+
+
+def _is_mail_header(text: str, match: re.Match[str], end: int) -> bool:
+    """Whether a From/Sent block is a mail's header, not the customer's "From: Berlin Tegel /
+    To: Paris CDG / Date: 12 March 2024". Mail programs write To: and Subject: with it, and the
+    sender's address; Outlook within one company writes only names, but always the Subject."""
+    fields = {found.lastgroup for found in _HEADER_FIELD.finditer(text, match.start(), end)}
+    if "subject" in fields:
+        return True
+    return "to" in fields and _ADDRESS.search(match.group("sender")) is not None
+
+
+def _closes_new_text(text: str, match: re.Match[str]) -> bool:
+    """Whether a signature delimiter or device line ends what the customer wrote.
+
+    RFC 3676 §4.3: "-- " starts the signature, a short block after the new text. A device line
+    ("Sent from my iPhone") is last, below a blank line. A bare "--" (a client trimmed the
+    space) must stand apart too: between two numbered steps it is the customer's separator,
+    as "Sent from my work laptop." in the middle of a paragraph is the customer's sentence.
+    """
+    start, end = match.span()
+    if match.group() != "-- " and not _stands_apart(text, start):
+        return False
+    return _ends_new_text(text, end, _SIGNATURE_LINES if match.lastgroup == "signature" else 0)
+
+
+def _stands_apart(text: str, start: int) -> bool:
+    """Whether the line at `start` begins the text or follows a blank line."""
+    above = text.rfind("\n", 0, max(start - 1, 0)) + 1
+    return not text[above:start].strip()
+
+
+def _ends_new_text(text: str, end: int, lines: int) -> bool:
+    """Whether at most `lines` lines of text follow `end` before the history (a quoted line or
+    another marker) or the end. Reads no more than `lines` + 1 lines, so it stays cheap."""
+    for found in _CONTENT_LINE.finditer(text, end):
+        if text[found.end() - 1] == ">" or _MARKER.match(text, found.start()):
+            return True
+        lines -= 1
+        if lines < 0:
+            return False
+    return True
 
 
 def _line_end(text: str, offset: int) -> int:

@@ -24,6 +24,14 @@ def test_a_thunderbird_mail() -> None:
     assert mail.dedup_key == FIRST_MAIL
 
 
+def test_lines_the_customer_wrote_like_a_header_block_stay_in_the_reply_text() -> None:
+    """F-reply-cut-own-text: "From:", "To:" and "Date:" lines cut the reply at "From:"."""
+    mail = parse(eml("outlook-booking-change"), LIMITS)
+    assert mail.reply_text == mail.text == (
+        "Hello,\n\nplease change my booking 4711 as follows:\nFrom: Berlin Tegel\nTo: Paris CDG\n"
+        "Date: 12 March 2024\nPassengers: 2 adults, 1 child\n\nThank you,\nTom Berg")
+
+
 def test_references_keep_their_order_and_in_reply_to_its_first_id() -> None:
     mail = parse(eml("outlook-reply-de"), LIMITS)
     assert mail.references == [FIRST_MAIL, "<ack.1.1717405321@example.com>",

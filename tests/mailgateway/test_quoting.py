@@ -111,12 +111,59 @@ def test_original_message_separator_cuts(separator: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sender", "sent"),
-    [("From:", "Date:"), ("Von:", "Datum:"), ("Da:", "Inviato:"), ("Van:", "Verzonden:")],
+    "block",
+    [
+        "From: Helpdesk <support@example.com>\nSent: Monday, February 12, 2024 10:15 AM\n"
+        "To: Anna Smith <anna@example.com>\nCc: Finance <finance@example.com>\n"
+        "Subject: RE: Printer offline",
+        # within one organisation Outlook writes names only, but always the Subject
+        "From: Helpdesk\nSent: Monday, February 12, 2024 10:15 AM\nTo: Anna Smith\n"
+        "Subject: RE: Printer offline",
+        # Outlook converted from HTML marks the field names bold
+        "*From:* Helpdesk <support@example.com>\n*Sent:* Monday, February 12, 2024 10:15 AM\n"
+        "*To:* Anna Smith\n*Subject:* RE: Printer offline",
+        # Outlook for Mac writes Date:, Apple Mail puts Subject: before it
+        "From: Helpdesk <support@example.com>\nDate: Monday, 12 February 2024 at 10:15\n"
+        "To: Anna Smith <anna@example.com>\nSubject: Re: Printer offline",
+        "From: Helpdesk <support@example.com>\nSubject: Re: Printer offline\n"
+        "Date: 12 February 2024 at 10:15:00 CET\nTo: Anna Smith <anna@example.com>",
+        "From: Helpdesk <support@example.com>\nDate: Monday, 12 February 2024 at 10:15\n"
+        "To: Anna Smith <anna@example.com>",
+        "Von: Helpdesk <support@example.com>\nGesendet: Montag, 12. Februar 2024 10:15\n"
+        "An: Anna Schmidt\nBetreff: AW: Drucker offline",
+        "Von: Helpdesk <support@example.com>\nDatum: Montag, 12. Februar 2024 um 10:15\n"
+        "An: Anna Schmidt <anna@example.com>\nBetreff: Re: Drucker offline",
+        "De\u00a0: Support <support@example.com>\nEnvoyé\u00a0: lundi 12 février 2024 10:15\n"
+        "À\u00a0: Jean Dupont\nObjet\u00a0: RE: Imprimante hors ligne",
+        "De: Soporte <support@example.com>\nEnviado el: lunes, 12 de febrero de 2024 10:15\n"
+        "Para: Juan Pérez\nAsunto: RE: Impresora sin conexión",
+        "De: Suporte <support@example.com>\nEnviado: segunda-feira, 12 de fevereiro de 2024 10:15\n"
+        "Para: João Silva\nAssunto: RE: Impressora",
+        "От: Служба поддержки <support@example.com>\nОтправлено: 12 февраля 2024 г. 10:15\n"
+        "Кому: Ольга Смирнова\nТема: RE: Принтер",
+        "Da: Supporto <support@example.com>\nInviato: lunedì 12 febbraio 2024 10:15\n"
+        "A: Marco Rossi\nOggetto: R: Stampante",
+        "Van: Helpdesk <support@example.com>\nVerzonden: maandag 12 februari 2024 10:15\n"
+        "Aan: Jan de Vries\nOnderwerp: RE: Printer",
+        "Från: Support <support@example.com>\nSkickat: den 12 februari 2024 10:15\n"
+        "Till: Anna Svensson\nÄmne: SV: Skrivare",
+    ],
 )
-def test_outlook_header_block_variants_cut(sender: str, sent: str) -> None:
-    text = f"Approved.\n\n{sender} Helpdesk <support@example.com>\n{sent} 12.02.2024\n\nold\n"
-    assert reply_text(text) == "Approved."
+def test_mail_header_blocks_cut(block: str) -> None:
+    assert reply_text(f"Approved.\n\n{block}\n\nold\n") == "Approved."
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        "From: Berlin Tegel\nTo: Paris CDG\nDate: 12 March 2024",  # F-reply-cut-own-text
+        "Von: Hamburg Hbf\nAn: München Hbf\nDatum: 15.03.2024",
+        "From: billing@example.com\nDate: 2024-03-04 23:10:02\nStatus: 5.7.1",
+    ],
+)
+def test_lines_that_only_look_like_a_header_block_are_kept(lines: str) -> None:
+    text = f"Please book this instead:\n{lines}\n\nThanks,\nTom"
+    assert reply_text(text) == text
 
 
 def test_inline_answers_keep_their_questions_and_drop_the_trailing_quote() -> None:
@@ -166,7 +213,19 @@ def test_signature_is_cut(delimiter: str) -> None:
     ],
 )
 def test_sent_from_device_line_is_cut(device_line: str) -> None:
-    assert reply_text(f"OK, thanks!\n\n{device_line}\n\nOld conversation\n") == "OK, thanks!"
+    assert reply_text(f"OK, thanks!\n\n{device_line}\n\n> Old conversation\n") == "OK, thanks!"
+    assert reply_text(f"OK, thanks!\n\n{device_line}\n") == "OK, thanks!"
+
+
+def test_device_line_with_text_after_it_is_the_customers() -> None:
+    text = "Mails I send end with\n\nSent from my work laptop.\n\nPlease remove that line."
+    assert reply_text(text) == text
+
+
+def test_signature_delimiter_followed_by_more_than_a_signature_is_kept() -> None:
+    body = "\n".join(f"{n}. step {n}" for n in range(1, 13))
+    text = f"Steps:\n\n-- \n{body}\n\nThanks"
+    assert reply_text(text) == text
 
 
 def test_only_a_quote_falls_back_to_the_whole_text() -> None:
@@ -256,8 +315,8 @@ def test_hidden_line_count_counts_non_blank_lines_not_shown() -> None:
 
 
 def test_hidden_line_count_counts_a_repeated_line_once_per_hidden_copy() -> None:
-    text = "Thanks,\nAnna\n\nFrom: x\nSent: y\n\nThanks,\nHelpdesk\n"
-    assert hidden_line_count(text, reply_text(text)) == 4
+    text = "Thanks,\nAnna\n\nFrom: x@example.com\nSent: y\nTo: Anna\n\nThanks,\nHelpdesk\n"
+    assert hidden_line_count(text, reply_text(text)) == 5
 
 
 class _VisibleText(HTMLParser):
