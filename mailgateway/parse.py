@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message as EmailMessage
+from functools import cached_property
 
 from mailgateway.classify import header_decodes, header_text
 from mailgateway.config import LimitSettings
@@ -84,15 +85,20 @@ class ParsedMail:
         and clients that trim References keep it); else the parent, else this message."""
         return (self.references or [self.in_reply_to or self.message_id])[0]
 
-    @property
+    @cached_property
     def dedup_key(self) -> str:
         """The Message-ID; without one, a hash of what a second delivery keeps the same
-        (not the raw bytes: each path adds its own Received lines)."""
+        (not the raw bytes: each path adds its own Received lines). The attachments count:
+        a scanner sends each page as a mail of its own with the same text. Their line ends
+        are evened out like the text's, since a part not in base64 (an .ics) arrives CRLF
+        by SMTP and LF from a Maildir."""
         if self.message_id:
             return self.message_id[:998]
+        digests = [hashlib.sha256(a.data.replace(b"\r\n", b"\n")).hexdigest()
+                   for a in self.attachments]
         basis = "\n".join([self.from_address, self.header("Date"), self.subject,
-                           ",".join(a for _, a in self.to), self.text]).encode("utf-8", "replace")
-        return "sha256:" + hashlib.sha256(basis).hexdigest()
+                           ",".join(a for _, a in self.to), self.text, *digests])
+        return "sha256:" + hashlib.sha256(basis.encode("utf-8", "replace")).hexdigest()
 
 
 def message_ids(value: str) -> list[str]:

@@ -77,6 +77,20 @@ def test_a_mail_without_message_id_is_one_message_by_its_content(runtime: Runtim
     assert other.action == "created"
 
 
+def test_scanned_pages_sent_as_mails_of_their_own_are_each_kept(runtime: Runtime) -> None:
+    """Regression (F-dedup-ignores-attachments): page 2 differs from page 1 only in its PDF;
+    it was answered as a duplicate and its PDF was lost. Page 2 again is a duplicate."""
+    page1 = deliver(runtime, "scanner-page-1-no-message-id")
+    page2 = deliver(runtime, "scanner-page-2-no-message-id")
+    again = deliver(runtime, with_headers(eml("scanner-page-2-no-message-id"), *IMAP_HOP),
+                    kind="imap")
+    assert (page1.action, page2.action, again.action) == ("created", "created", "duplicate")
+    assert again.ticket == page2.ticket
+    names = [a["filename"] for ticket in (page1.ticket, page2.ticket)
+             for m in inbound(show(runtime, ticket)) for a in m["attachments"]]
+    assert names == ["SCAN_20240605_162005_0001.pdf", "SCAN_20240605_162005_0002.pdf"]
+
+
 @pytest.fixture
 def two_queues(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
     yield from runtime_with_two_queues(tmp_path, database_url)

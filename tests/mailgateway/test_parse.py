@@ -75,6 +75,24 @@ def test_the_content_hash_ignores_line_ends_and_path_headers() -> None:
     assert parse(data.replace(b"Pages: 1", b"Pages: 2"), LIMITS).dedup_key != lf.dedup_key
 
 
+def test_the_content_hash_covers_the_attachments() -> None:
+    """Regression (F-dedup-ignores-attachments): a scanner sent each page as a mail of its
+    own, same sender, Date, subject and text; the second was taken for a duplicate and its
+    PDF was lost. The same page delivered again keeps its key; a Message-ID alone still
+    decides when there is one."""
+    page1, page2 = eml("scanner-page-1-no-message-id"), eml("scanner-page-2-no-message-id")
+    first, second = parse(page1, LIMITS), parse(page2, LIMITS)
+    assert (first.message_id, first.text) == (None, second.text)
+    assert first.dedup_key.startswith("sha256:") and second.dedup_key != first.dedup_key
+    again = parse(b"Received: from relay by mx; Wed, 5 Jun 2024 16:20:09 +0200\r\n"
+                  + page1.replace(b"\n", b"\r\n"), LIMITS)
+    assert again.dedup_key == first.dedup_key
+    with_id = [parse(set_header(data, "Date", "Wed, 5 Jun 2024 16:20:05 +0200\n"
+                                "Message-ID: <scan.20240605162005@northwind.example>"), LIMITS)
+               for data in (page1, page2)]
+    assert {m.dedup_key for m in with_id} == {"<scan.20240605162005@northwind.example>"}
+
+
 def test_a_forwarded_message_is_one_eml_attachment() -> None:
     mail = parse(eml("thunderbird-forward-attached"), LIMITS)
     assert "delivery note is attached" not in mail.text
