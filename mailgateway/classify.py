@@ -16,6 +16,8 @@ from email.header import Header, decode_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value, getaddresses
 
+from mailgateway.charsets import python_codec
+
 # decode_header raises HeaderParseError on broken base64; odd charsets raise LookupError.
 _HEADER_ERRORS = (HeaderParseError, LookupError, UnicodeError, ValueError, TypeError)
 SURROGATE = re.compile("[\udc80-\udcff]")  # a raw 8-bit byte, as compat32 keeps it
@@ -83,11 +85,11 @@ def _chunk_text(part: bytes | str, charset: str | None) -> str:
 
 def _bytes_text(data: bytes, charset: str | None) -> str:
     """Declared charset, then UTF-8, then Latin-1, which cannot fail."""
-    for candidate in (charset, "utf-8"):
-        if candidate and candidate.lower() != "unknown-8bit":
+    for candidate in (python_codec(charset), "utf-8"):
+        if candidate:
             try:
                 return data.decode(candidate)
-            except (LookupError, ValueError):  # ValueError: a NUL in the charset name
+            except (LookupError, ValueError):  # LookupError: "hex" is no text codec
                 continue
     return data.decode("latin-1")
 

@@ -10,7 +10,6 @@ note on the message, never an exception: a mail that merely looks strange is sti
 
 from __future__ import annotations
 
-import codecs
 import email
 import email.errors
 import email.utils
@@ -22,6 +21,7 @@ from datetime import UTC, datetime
 from email.message import Message as EmailMessage
 from functools import cached_property
 
+from mailgateway.charsets import python_codec
 from mailgateway.classify import header_decodes, header_text
 from mailgateway.config import LimitSettings
 from mailgateway.errors import MessageRejected
@@ -308,15 +308,16 @@ def decode_text(part: EmailMessage, notes: list[str]) -> str:
     and the content hash of a mail without Message-ID are the same on every path."""
     data = _payload(part)
     declared = (part.get_content_charset() or "").strip().lower()
-    candidates = [c for c in (declared, *FALLBACK_CHARSETS) if c and _known(c)]
+    codec = python_codec(declared)
+    candidates = [c for c in (codec, *FALLBACK_CHARSETS) if c]
     if declared in LATIN_LABELS and _utf8_in_disguise(data):
         candidates.insert(0, "utf-8")
     for charset in candidates:
         try:
             text = data.decode(charset)
-        except UnicodeDecodeError:
+        except (UnicodeError, LookupError):  # LookupError: "hex" or "rot13" is not for text
             continue
-        if declared and charset != declared:
+        if declared and charset != codec:
             notes.append(f"text declared as {declared} was not; decoded as {charset}")
         return _clean_text(text)
     notes.append("undecodable bytes replaced in a text part")
@@ -335,14 +336,6 @@ def _utf8_in_disguise(data: bytes) -> bool:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _known(charset: str) -> bool:
-    try:
-        codecs.lookup(charset)
-    except (LookupError, ValueError):  # ValueError: a NUL in the charset's name
         return False
     return True
 

@@ -120,6 +120,19 @@ def test_raw_8bit_headers_are_read(runtime: Runtime) -> None:
     assert (japanese["subject"], japanese["from_name"]) == ("請求書の件", "山田")
 
 
+@pytest.mark.parametrize(("name", "subject", "from_name", "text"), [
+    ("outlook-hebrew-iso-8859-8-i", "חשבונית", "דנה לוי", "שלום, החשבונית לא נפתחת. תודה, דנה"),
+    ("outlook-thai-windows-874", "ใบแจ้งหนี้", "Somchai", "สวัสดีครับ ใบแจ้งหนี้เปิดไม่ได้"),
+])
+def test_charsets_python_knows_by_another_name(runtime: Runtime, name: str, subject: str,
+                                                from_name: str, text: str) -> None:
+    """Regression (F-charset-aliases): Outlook's iso-8859-8-i and windows-874 are unknown to
+    Python's codecs, so subject and body were read as Windows-1252 and shown as Latin garbage."""
+    message = stored(runtime, name)
+    assert (message["subject"], message["from_name"]) == (subject, from_name)
+    assert (message["text"], message["notes"]) == (text, [])
+
+
 def test_a_sender_name_mail_parser_cannot_decode_is_stored(runtime: Runtime) -> None:
     """Regression: receive() raised (SMTP 451, pipe exit 1, for ever) on a cut base64 word."""
     data = set_header(eml("webform-latin1-label-utf8-body"), "From",

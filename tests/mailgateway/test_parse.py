@@ -144,6 +144,12 @@ def test_an_address_too_long_to_be_one_is_not_used() -> None:
     ("x-no-such-charset", "Grüße".encode(), "Grüße",
      "text declared as x-no-such-charset was not; decoded as utf-8"),
     ("koi8-r", "Привет".encode("koi8-r"), "Привет", None),
+    # F-charset-aliases: labels Python does not know, or reads with too small a table
+    ("ks_c_5601-1987", "똠방각하".encode("cp949"), "똠방각하", None),
+    ("windows-31j", "①髙橋".encode("cp932"), "①髙橋", None),
+    ("x-mac-cyrillic", "Привет".encode("mac_cyrillic"), "Привет", None),
+    ("x-gbk", "发票".encode("gbk"), "发票", None),
+    ("hex", "Grüße".encode(), "Grüße", "text declared as hex was not; decoded as utf-8"),
 ])
 def test_text_in_any_charset(charset: str, body: bytes, text: str, note: str | None) -> None:
     data = (f"From: a@b.example\nSubject: x\nMIME-Version: 1.0\n"
