@@ -39,6 +39,10 @@ LATIN_LABELS = frozenset({"us-ascii", "ascii", "iso-8859-1", "latin1", "latin-1"
 HEADER_LINE = re.compile(rb"^(From |[!-9;-~]+[ \t]*:)")
 FALLBACK_CHARSETS = ("utf-8", "windows-1252")
 DISPLAY_HEADERS = ("From", "Sender", "To", "Cc", "Subject")
+ENRICHED = frozenset({"text/enriched", "text/richtext"})  # RFC 1896, 1341: text with markup
+EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif",
+              "application/pdf": ".pdf", "text/html": ".html", "text/x-amp-html": ".html",
+              "text/csv": ".csv", "text/vcard": ".vcf", "text/x-vcard": ".vcf"}
 
 
 class NotAMessage(MessageRejected):
@@ -215,13 +219,16 @@ def _date(value: object) -> datetime | None:
 
 
 class Parts:
-    """One walk over the MIME tree, with the configured limits."""
+    """One walk over the MIME tree, with the configured limits. Only plain text makes the text
+    and HTML the html; any other text/* (a vCard, returned headers, AMP) is an attachment,
+    or the agent would read its source as the customer's words."""
 
-    def __init__(self, limits: LimitSettings, notes: list[str]) -> None:
+    def __init__(self, limits: LimitSettings, notes: list[str],
+                 attachments: list[ParsedAttachment] | None = None) -> None:
         self.limits, self.notes = limits, notes
         self.texts: list[str] = []
         self.htmls: list[str] = []
-        self.attachments: list[ParsedAttachment] = []
+        self.attachments: list[ParsedAttachment] = [] if attachments is None else attachments
 
     def walk(self, part: EmailMessage, depth: int) -> None:
         if depth > self.limits.max_mime_depth:
@@ -233,23 +240,40 @@ class Parts:
             self._attachment(part, content_type, self._filename(part), inline=False)
             return
         if part.is_multipart():
-            for child in part.get_payload() or []:
-                if isinstance(child, EmailMessage):
+            children = [c for c in part.get_payload() or [] if isinstance(c, EmailMessage)]
+            if content_type == "multipart/alternative":
+                self._alternatives(children, depth + 1)
+            else:
+                for child in children:
                     self.walk(child, depth + 1)
             return
         disposition = (part.get_content_disposition() or "").lower()
         filename = self._filename(part)
         if disposition == "attachment" or filename:
             self._attachment(part, content_type, filename, inline=disposition == "inline")
-        elif content_type == "text/plain":
+        elif content_type == "text/plain" or content_type in ENRICHED:
             self.texts.append(decode_text(part, self.notes))
         elif content_type == "text/html":
             self.htmls.append(decode_text(part, self.notes))
-        elif content_type.startswith("text/") and content_type != "text/calendar":
-            self.texts.append(decode_text(part, self.notes))
         else:
             self._attachment(part, content_type, filename,
                              inline=bool(part.get("Content-ID")) or disposition == "inline")
+
+    def _alternatives(self, forms: list[EmailMessage], depth: int) -> None:
+        """RFC 2046 5.1.4: one content in several forms, the best last. The text comes from
+        the best plain form and the html from the best HTML form; the others would say it
+        all again. What a form carries besides (an invite, a related HTML's images) is kept.
+        Enriched text is shown as written, so a text/plain form beats it wherever it is."""
+        texts: list[str] = []
+        htmls: list[str] = []
+        for form in forms:
+            walked = Parts(self.limits, self.notes, self.attachments)
+            walked.walk(form, depth)
+            if walked.texts and (not texts or form.get_content_type() not in ENRICHED):
+                texts = walked.texts
+            htmls = walked.htmls or htmls
+        self.texts.extend(texts)
+        self.htmls.extend(htmls)
 
     def _filename(self, part: EmailMessage) -> str:
         try:
@@ -351,7 +375,7 @@ def safe_filename(name: str, content_type: str, part: EmailMessage, number: int)
         elif content_type == "text/calendar":
             name = "invite.ics"
         else:
-            extension = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif",
-                         "application/pdf": ".pdf"}.get(content_type, ".bin")
+            extension = EXTENSIONS.get(
+                content_type, ".txt" if content_type.startswith("text/") else ".bin")
             name = f"part-{number}{extension}"
     return name[:255]

@@ -87,6 +87,27 @@ def test_encoded_attachment_names_are_decoded_and_never_touch_the_file_system(
     assert not [n for n in everything if "passwd" in n or "Счёт" in n or n.endswith(".xlsx")]
 
 
+def test_text_parts_beside_the_body_are_attachments(runtime: Runtime) -> None:
+    """Regression (F-text-alternatives-in-body): a vCard and returned headers without a
+    file name were appended to the text; now only text/plain makes it, and they are kept."""
+    message = stored(runtime, "text-parts-beside-the-body")
+    assert (message["text"], message["html"], message["notes"]) == ("Siehe Anhänge.", None, [])
+    assert [(a["filename"], a["content_type"]) for a in message["attachments"]] == [
+        ("Rechnung März 2024.pdf", "application/pdf"),
+        ("日本語のファイル名がとても.pdf", "application/pdf"),
+        ("_.._.._etc_passwd", "application/octet-stream"),
+        ("Übersicht Q1.xls", "application/vnd.ms-excel"),
+        ("中文文件.jpg", "image/jpeg"),
+        ("invite.ics", "text/calendar"),
+        ("part-7.vcf", "text/x-vcard"),
+        ("part-8.txt", "text/rfc822-headers"),
+    ]
+    blobs = attachment_bytes(runtime, message)
+    assert blobs["part-7.vcf"] == (
+        "BEGIN:VCARD\nVERSION:3.0\nFN:Jürgen Beispiel\nTEL:+49 30 123\nEND:VCARD".encode())
+    assert blobs["part-8.txt"] == b"Received: from x by y\nSubject: foo\n"
+
+
 CHARSETS = {
     "webform-latin1-label-utf8-body": (
         "Name: Jürgen Köhler\nTelefon: 040 1234567\nNachricht: Bitte rufen Sie mich zurück",

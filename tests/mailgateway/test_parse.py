@@ -111,10 +111,41 @@ def test_a_forward_without_a_name_is_named_after_its_subject() -> None:
     assert forwarded.filename == "Delivery note 88123.eml"
 
 
-def test_a_delivery_report_keeps_the_returned_headers_as_text() -> None:
+def test_a_delivery_report_keeps_the_returned_headers_as_an_attachment() -> None:
+    """The returned headers are our own mail's, not the robot's words: beside the report,
+    not in its text (F-text-alternatives-in-body)."""
     mail = parse(eml("postfix-dsn-agent-reply"), LIMITS)
-    assert "could not\nbe delivered" in mail.text
-    assert "Message-ID: <reply.7.1717603265.9b1c@example.com>" in mail.text
+    assert "could not\nbe delivered" in mail.text and "Message-ID:" not in mail.text
+    [headers] = mail.attachments
+    assert (headers.filename, headers.content_type) == ("part-1.txt", "text/rfc822-headers")
+    assert b"Message-ID: <reply.7.1717603265.9b1c@example.com>" in headers.data
+
+
+def test_only_the_plain_and_html_forms_of_an_alternative_are_the_body() -> None:
+    """Regression (F-text-alternatives-in-body): every text/* part was appended to the text,
+    so the AMP form of a booking mail put its HTML source under the customer's words."""
+    mail = parse(eml("amp-email-alternative"), LIMITS)
+    assert mail.text == "Hello, we need the invoice for booking 4711 please."
+    assert mail.html == "<p>Hello, we need the invoice for booking 4711 please.</p>\n"
+    [amp] = mail.attachments
+    assert (amp.filename, amp.content_type, amp.inline) == ("part-1.html", "text/x-amp-html",
+                                                            False)
+    assert amp.data.startswith("<!doctype html><html ⚡4email".encode())
+
+
+@pytest.mark.parametrize(("forms", "text"), [
+    (["text/plain", "text/enriched"], "plain words"),
+    (["text/enriched", "text/plain"], "plain words"),
+    (["text/enriched"], "<bold>enriched</bold> words"),
+])
+def test_enriched_text_is_the_text_only_without_a_plain_form(forms: list[str], text: str
+                                                             ) -> None:
+    bodies = {"text/plain": "plain words", "text/enriched": "<bold>enriched</bold> words"}
+    parts = "".join(f"--a\nContent-Type: {form}\n\n{bodies[form]}\n" for form in forms)
+    data = (f"From: a@b.example\nSubject: x\nMIME-Version: 1.0\n"
+            f"Content-Type: multipart/alternative; boundary=a\n\n{parts}--a--\n").encode()
+    mail = parse(data, LIMITS)
+    assert (mail.text, mail.attachments) == (text, [])
 
 
 def test_nul_in_headers_is_dropped() -> None:
@@ -202,6 +233,9 @@ def test_a_long_content_type_and_content_id_fit_their_columns() -> None:
     ("evil\x00name.pdf", "application/pdf", "evil_name.pdf"),
     ("", "image/png", "part-3.png"),
     ("", "text/calendar", "invite.ics"),
+    ("", "text/x-vcard", "part-3.vcf"),
+    ("", "text/x-amp-html", "part-3.html"),
+    ("", "text/rfc822-headers", "part-3.txt"),
     ("...", "application/zip", "part-3.bin"),
     ("a" * 300 + ".pdf", "application/pdf", "a" * 255),
 ])
