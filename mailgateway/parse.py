@@ -247,6 +247,11 @@ class Parts:
                 for child in children:
                     self.walk(child, depth + 1)
             return
+        if part.get_content_maintype() == "multipart":  # its boundary is missing or never came
+            self.notes.append(f"broken MIME structure ({content_type} whose boundary is "
+                              "missing or never comes): the text is shown as it came")
+            self.texts.append(decode_text(part, self.notes))
+            return
         disposition = (part.get_content_disposition() or "").lower()
         filename = self._filename(part)
         if disposition == "attachment" or filename:

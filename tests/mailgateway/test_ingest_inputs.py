@@ -194,6 +194,24 @@ def test_a_one_megabyte_line_is_stored_whole(runtime: Runtime) -> None:
     assert runtime.store.get(raw_row(runtime, result.raw_id).sha256) == data
 
 
+BROKEN_MIME = ("broken MIME structure (multipart/mixed whose boundary is missing or never "
+               "comes): the text is shown as it came")
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("multipart-without-boundary", "--foo\nContent-Type: text/plain\n\nhello\n--foo--"),
+    ("multipart-boundary-never-found", "--foo\nContent-Type: text/plain\n\nhello there"),
+])
+def test_a_multipart_whose_boundary_never_comes_is_shown_as_text(runtime: Runtime, name: str,
+                                                                 text: str) -> None:
+    """Regression (F-broken-boundary-text-lost): with no boundary parameter, or one that is
+    never in the body, the email package keeps the body as one string; it became an
+    attachment part-1.bin of type multipart/mixed, the text was empty and nothing said why."""
+    message = stored(runtime, name)
+    assert (message["text"], message["reply_text"], message["html"]) == (text, text, None)
+    assert (message["attachments"], message["notes"]) == ([], [BROKEN_MIME])
+
+
 def test_an_empty_body(runtime: Runtime) -> None:
     message = stored(runtime, "outlook-empty-body")
     assert (message["text"], message["reply_text"], message["html"]) == ("", "", None)

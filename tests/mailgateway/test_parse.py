@@ -263,6 +263,22 @@ def test_a_nul_in_a_charset_name_is_an_unknown_charset() -> None:
     assert parse(data, LIMITS).text == "Grüße"
 
 
+def test_a_broken_multipart_deeper_down_is_text_beside_the_rest() -> None:
+    """Regression (F-broken-boundary-text-lost): the inner part's boundary never comes; its
+    content joins the text, in its charset, and the outer parts are read as usual."""
+    data = ("From: a@b.example\nSubject: x\nMIME-Version: 1.0\n"
+            "Content-Type: multipart/mixed; boundary=outer\n\n--outer\n"
+            "Content-Type: text/plain; charset=utf-8\n\nSee below.\n--outer\n"
+            'Content-Type: multipart/alternative; boundary="inner"; charset=iso-8859-1\n\n'
+            "--lost\n\nGr\xfc\xdfe\n--outer\n"
+            "Content-Type: application/pdf; name=a.pdf\n\n%PDF\n--outer--\n").encode("latin-1")
+    mail = parse(data, LIMITS)
+    assert mail.text == "See below.\n--lost\n\nGrüße"
+    assert [a.filename for a in mail.attachments] == ["a.pdf"]
+    assert mail.notes == ["broken MIME structure (multipart/alternative whose boundary is "
+                          "missing or never comes): the text is shown as it came"]
+
+
 def test_a_forward_that_will_not_turn_back_into_bytes_is_kept_as_text() -> None:
     """A forwarded mail with a boundary cut short and 8-bit text: the email package cannot
     write it out again as bytes; the .eml keeps its text instead of the mail failing."""
