@@ -17,6 +17,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -26,7 +27,7 @@ from mailgateway.parse import ParsedMail
 from mailgateway.reply_token import ticket_from_address
 from models.db import in_lists
 from models.schema import Message, Ticket
-from models.tickets import get_ticket, is_participant
+from models.tickets import get_ticket, is_participant, naive_utc
 
 MAX_REFERENCES = 50
 MAX_TICKET_ID = 2**31 - 1  # ticket.id is a 32-bit integer on PostgreSQL
@@ -74,6 +75,7 @@ class Known:
     as they are stored, so the answers stay those the database would give."""
 
     tickets: dict[str, int] = field(default_factory=dict)  # dedup key -> its ticket
+    dates: dict[str, datetime | None] = field(default_factory=dict)  # dedup key -> its Date
     replies: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # in_reply_to ->
     # [(ticket, threaded_by)] of the messages answering it
     roots: dict[str, list[Member]] = field(default_factory=dict)  # thread_root -> the
@@ -101,8 +103,10 @@ class Known:
         keys = list(dict.fromkeys(keys))
         missing = [k for k in keys if k not in self._asked]
         for part in in_lists(missing):
-            self.tickets.update(session.execute(select(Message.dedup_key, Message.ticket_id)
-                                                .where(Message.dedup_key.in_(part))).all())
+            for key, ticket_id, sent_at in session.execute(
+                    select(Message.dedup_key, Message.ticket_id, Message.sent_at)
+                    .where(Message.dedup_key.in_(part))):
+                self.tickets[key], self.dates[key] = ticket_id, sent_at
             self._asked.update(part)
         return {k: self.tickets[k] for k in keys if k in self.tickets}
 
@@ -121,6 +125,18 @@ class Known:
                     Member.of(ticket_id, sender, [*(to or []), *(cc or [])]))
             self._asked_roots.update(part)
 
+    def stored_before(self, session: Session, mail: ParsedMail) -> int | None:
+        """The ticket that holds this mail already, if any. One Message-ID with two Dates is
+        two messages (a web form or a script that stamps every mail alike; a re-delivery
+        never changes the Date): the later one is keyed by its content too, and asked again."""
+        if mail.dedup_key not in self.tickets:
+            return None
+        stored, sent_at = self.dates.get(mail.dedup_key), naive_utc(mail.sent_at)
+        if not mail.reused_id and mail.message_id and stored and sent_at and stored != sent_at:
+            mail.reuse_id()
+            return self.tickets_for(session, [mail.dedup_key]).get(mail.dedup_key)
+        return self.tickets[mail.dedup_key]
+
     def same_conversation(self, session: Session, root: str) -> list[Member]:
         """Each stored message whose thread_root is root: its ticket and people."""
         self.conversations(session, [root])
@@ -136,6 +152,7 @@ class Known:
         if opened:
             self.opened.add(ticket_id)
         self.tickets[mail.dedup_key] = ticket_id
+        self.dates[mail.dedup_key] = naive_utc(mail.sent_at)
         self._asked.add(mail.dedup_key)
         if mail.in_reply_to:
             self.replies.setdefault(mail.in_reply_to, []).append((ticket_id, rule))
@@ -196,10 +213,11 @@ def by_references(session: Session, env: Envelope, settings: Settings) -> Placem
 
 def by_referenced_by(session: Session, env: Envelope, settings: Settings) -> Placement | None:
     """Out of order: a reply already stored names this message as its parent."""
-    if not env.mail.message_id:
+    message_id = env.mail.answered_as
+    if not message_id:
         return None
-    answers = env.known.answers(session, env.mail.message_id)
-    return Placement(answers[0][0], "referenced-by", env.mail.message_id) if answers else None
+    answers = env.known.answers(session, message_id)
+    return Placement(answers[0][0], "referenced-by", message_id) if answers else None
 
 
 def by_thread_root(session: Session, env: Envelope, settings: Settings) -> Placement | None:

@@ -338,7 +338,7 @@ def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, ca
     mails = [i.mail for i in pending if i.mail is not None]
     known = Known()
     known.fetch(session, mails)
-    fetch_contacts(session, _people(pending, settings, known))
+    fetch_contacts(session, _people(session, pending, settings, known))
     placed, rows = [], CustomerMail(session, expected=len(pending))
     with session.no_autoflush:
         for item in pending:
@@ -346,8 +346,9 @@ def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, ca
                 item.result = _quarantine(item.raw, item.mail, item.failure,
                                           not_a_message=item.not_a_message)
                 continue
-            if item.mail.dedup_key in known.tickets:
-                item.result = _duplicate(item.raw, item.mail, known.tickets[item.mail.dedup_key])
+            stored = known.stored_before(session, item.mail)
+            if stored is not None:
+                item.result = _duplicate(item.raw, item.mail, stored)
                 continue
             outcome = _store_one(session, settings, item, known, rows, careful=careful)
             if isinstance(outcome, _Placed):
@@ -363,14 +364,15 @@ def _store_all(session: Session, settings: Settings, work: Sequence[Work], *, ca
     save_settled(session, [item.raw for item in pending])
 
 
-def _people(work: Sequence[Work], settings: Settings, known: Known
+def _people(session: Session, work: Sequence[Work], settings: Settings, known: Known
             ) -> Iterator[tuple[str, str]]:
     """Whom the batch will make contacts of: each sender and the people a person's mail
     copies (never our own addresses); none for mail that will be set apart, ignored, found a
     duplicate, or stored as a bounce of ours."""
     for item in work:
         mail, verdict = item.mail, item.verdict
-        if (item.failure or mail.dedup_key in known.tickets or verdict.auto == "bounce"
+        if (item.failure or known.stored_before(session, mail) is not None
+                or verdict.auto == "bounce"
                 or ignore_reason(mail, verdict, settings)):
             continue
         yield mail.from_address, mail.from_name
@@ -488,9 +490,9 @@ def adopt_early_replies(session: Session, written: Written, mail: ParsedMail, kn
     the parent's, so the whole conversation is one ticket as a person would expect. (Only
     the parent's arrival merges: any later mail of the conversation doing it would undo an
     agent's split.)"""
-    if not mail.message_id or not any(
+    if not mail.answered_as or not any(
             rule in PARENTLESS and ticket_id != written.ticket_id
-            for ticket_id, rule in known.answers(session, mail.message_id)):
+            for ticket_id, rule in known.answers(session, mail.answered_as)):
         return
     rows.write()  # the merge moves rows: the batch's, this message's and its ticket's too
     ticket = get_ticket(session, written.ticket_id)

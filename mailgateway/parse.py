@@ -78,16 +78,22 @@ class ParsedMail:
     reply_text: str
     attachments: list[ParsedAttachment]
     notes: list[str] = field(default_factory=list)
+    reused_id: bool = False  # its Message-ID names another message too: see reuse_id()
 
     def header(self, name: str, default: str = "") -> str:
         value = self.message.get(name)
         return default if value is None else _text(value)
 
     @property
+    def answered_as(self) -> str | None:
+        """The Message-ID replies name this mail by; None when it names another one too."""
+        return None if self.reused_id else self.message_id
+
+    @property
     def thread_root(self) -> str | None:
         """The conversation's first Message-ID: References starts with it (RFC 5322 3.6.4,
         and clients that trim References keep it); else the parent, else this message."""
-        return (self.references or [self.in_reply_to or self.message_id])[0]
+        return (self.references or [self.in_reply_to or self.answered_as])[0]
 
     @cached_property
     def dedup_key(self) -> str:
@@ -95,14 +101,21 @@ class ParsedMail:
         (not the raw bytes: each path adds its own Received lines). The attachments count:
         a scanner sends each page as a mail of its own with the same text. Their line ends
         are evened out like the text's, since a part not in base64 (an .ics) arrives CRLF
-        by SMTP and LF from a Maildir."""
-        if self.message_id:
+        by SMTP and LF from a Maildir. A reused Message-ID is followed by the hash."""
+        if self.message_id and not self.reused_id:
             return self.message_id[:998]
         digests = [hashlib.sha256(a.data.replace(b"\r\n", b"\n")).hexdigest()
                    for a in self.attachments]
         basis = "\n".join([self.from_address, self.header("Date"), self.subject,
                            ",".join(a for _, a in self.to), self.text, *digests])
-        return "sha256:" + hashlib.sha256(basis.encode("utf-8", "replace")).hexdigest()
+        content = "sha256:" + hashlib.sha256(basis.encode("utf-8", "replace")).hexdigest()
+        return f"{self.message_id[:900]} {content}" if self.message_id else content
+
+    def reuse_id(self) -> None:
+        """A stored message of another Date holds this Message-ID (a web form that stamps
+        every mail alike): this one is told apart by its content from now on."""
+        self.reused_id = True
+        self.__dict__.pop("dedup_key", None)  # the cached key
 
 
 def message_ids(value: str) -> list[str]:

@@ -120,6 +120,27 @@ def test_a_batch_with_the_same_message_twice(runtime: Runtime) -> None:
     assert stored_messages(runtime, results[0].message_id) == 1
 
 
+@pytest.mark.parametrize("in_one_batch", [False, True])
+def test_a_message_id_a_web_form_reuses_for_every_mail_loses_no_one(
+        runtime: Runtime, in_one_batch: bool) -> None:
+    """Found by QA: a shop's contact form stamps every mail <contactform@shop.example>; the
+    second customer's question was answered "duplicate" of the first one's ticket. Another
+    Date makes it another message; the same mail again is still one."""
+    carla, bob = eml("webform-reused-message-id-1"), eml("webform-reused-message-id-2")
+    if in_one_batch:
+        first, second = receive_batch(runtime, [(carla, Source("smtp")), (bob, Source("smtp"))])
+    else:
+        first, second = deliver(runtime, carla), deliver(runtime, bob)
+    assert (first.action, second.action) == ("created", "created")
+    assert second.message_id == first.message_id == "<contactform@shop.example>"
+    assert "refund for order 2002" in inbound(show(runtime, second.ticket))[0]["text"]
+    assert stored_messages(runtime, "<contactform@shop.example>") == 2
+    for data, ticket in ((carla, first.ticket), (bob, second.ticket)):
+        again = deliver(runtime, with_headers(data, *IMAP_HOP), kind="imap")
+        assert (again.action, again.ticket) == ("duplicate", ticket)
+    assert stored_messages(runtime, "<contactform@shop.example>") == 2
+
+
 # -- nothing lost ---------------------------------------------------------------------------
 
 def test_garbage_is_quarantined_with_its_bytes(runtime: Runtime) -> None:
