@@ -23,7 +23,7 @@ from functools import partial
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from mailgateway.config import SmtpSettings, secret_from_env
 from mailgateway.errors import TemporaryFailure
@@ -111,16 +111,18 @@ class Batcher:
 
 @dataclass
 class SmtpHandler:
-    """aiosmtpd handler: the policy of the listener in three small methods."""
+    """aiosmtpd handler: the policy of the listener in three small methods. `ours`: every
+    address of ours ([smtp] addresses, each queue's, the bounce address), accepted with or
+    without a +tag (reply tokens, VERP) whatever [smtp] domains says."""
 
     settings: SmtpSettings
     batcher: Batcher
+    ours: frozenset[str] = frozenset()
 
     def accepts(self, address: str) -> bool:
-        addresses = {a.lower() for a in self.settings.addresses}
         domains = {d.lower() for d in self.settings.domains}
-        return (address.lower().rpartition("@")[2] in domains or address.lower() in addresses
-                or base_address(address) in addresses)
+        return (address.lower().rpartition("@")[2] in domains or address.lower() in self.ours
+                or base_address(address) in self.ours)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
         if not self.accepts(address):
@@ -129,17 +131,12 @@ class SmtpHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
-        answer = await self._store(session, envelope)
-        if isinstance(server, LMTP):  # RFC 2033: one answer per accepted recipient
-            return "\r\n".join([answer] * max(1, len(envelope.rcpt_tos)))
-        return answer
-
-    async def _store(self, session, envelope) -> str:  # type: ignore[no-untyped-def]
         data = envelope.original_content or b""
         if len(data) > self.settings.max_message_size:
             return "552 5.3.4 Message too big"
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        source = Source("smtp", peer, tuple(envelope.rcpt_tos))
+        kind = "lmtp" if isinstance(server, LMTP) else "smtp"
+        source = Source(kind, peer, tuple(envelope.rcpt_tos))
         try:
             result = await asyncio.wrap_future(self.batcher.submit(data, source))
         except TemporaryFailure as error:
@@ -181,11 +178,46 @@ def free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-class LmtpController(Controller):
-    """LMTP for an MTA that delivers locally (Postfix lmtp:, Exim's lmtp transport)."""
+class LongLines:
+    """Lines as long as the size limit allows, not RFC 5321's 1,000 octets: mailers that do
+    not wrap (Exim does not) would get a permanent 500 for a mail the pipe and IMAP take."""
 
-    def factory(self) -> LMTP:
-        return LMTP(self.handler, **self.SMTP_kwargs)
+    def __init__(self, *args, line_length_limit: int, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.line_length_limit = line_length_limit  # read by SMTP.__init__ for its reader
+        super().__init__(*args, **kwargs)
+
+
+class GatewaySmtp(LongLines, SMTP):
+    """aiosmtpd's SMTP with long lines."""
+
+
+class GatewayLmtp(LongLines, LMTP):
+    """LMTP for an MTA that delivers locally (Postfix lmtp:, Exim's lmtp transport). RFC 2033
+    4.2: after the final dot, one reply per accepted recipient, whoever answers: our handler,
+    or aiosmtpd itself (552 too much data, 500 line too long, 451 from handle_exception)."""
+
+    _replies = 0  # owed by the one reply that ends a DATA (set at its 354)
+
+    async def push(self, status: str) -> None:  # type: ignore[override]
+        if status.startswith("354") and self.envelope:
+            self._replies = len(self.envelope.rcpt_tos)
+        elif self._replies:
+            status, self._replies = "\r\n".join([status] * self._replies), 0
+        await super().push(status)
+
+
+class GatewayController(Controller):
+    """The listener's protocol (SMTP or LMTP), with long lines allowed."""
+
+    def __init__(self, handler: SmtpHandler, *, lmtp: bool, line_length_limit: int,
+                 **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.protocol = GatewayLmtp if lmtp else GatewaySmtp
+        self.line_length_limit = line_length_limit
+        super().__init__(handler, **kwargs)
+
+    def factory(self) -> SMTP:
+        return self.protocol(self.handler, line_length_limit=self.line_length_limit,
+                             **self.SMTP_kwargs)
 
 
 class SmtpListener:
@@ -198,7 +230,7 @@ class SmtpListener:
         ingest = self.worker.receive_batch if self.worker else partial(receive_batch, runtime)
         self.batcher = Batcher(ingest, settings.batch_size, settings.batch_wait_ms,
                                stored=wake_sender)
-        self.handler = SmtpHandler(settings, self.batcher)
+        self.handler = SmtpHandler(settings, self.batcher, runtime.settings.our_addresses)
         tls = _tls_context(settings)
         options: dict = {"data_size_limit": settings.max_message_size, "enable_SMTPUTF8": True,
                          "ident": "mailgateway"}
@@ -208,9 +240,9 @@ class SmtpListener:
             options.update(authenticator=_authenticator(settings), auth_required=True,
                            auth_require_tls=tls is not None)
         self.port = settings.port or free_port(settings.host)
-        controller = LmtpController if settings.lmtp else Controller
-        self.controller = controller(self.handler, hostname=settings.host, port=self.port,
-                                     **options)
+        self.controller = GatewayController(
+            self.handler, lmtp=settings.lmtp, line_length_limit=settings.max_message_size + 2,
+            hostname=settings.host, port=self.port, **options)
 
     def start(self) -> None:
         if self.worker:

@@ -151,6 +151,40 @@ def test_configured_addresses_domains_and_plus_addresses_are_accepted(
     assert gateway.copies(message_id) == 1
 
 
+@pytest.fixture
+def elsewhere(tmp_path: Path, database_url: str) -> Iterator[Gateway]:
+    """A queue and the bounce address at domains that [smtp] domains does not name."""
+    with gateway_in_process(tmp_path, database_url, smtp={"domains": ["example.com"]},
+                            queues=[{"name": "Support", "address": "support@example.com",
+                                     "default": True},
+                                    {"name": "Billing", "address": "billing@example.org"}],
+                            outbound={"bounce_address": "bounces@mail.example.net"}) as started:
+        yield started
+
+
+@pytest.mark.parametrize("recipient", ["billing@example.org", "billing+t1-abcdef@example.org",
+                                       "bounces+b7-abcdef@mail.example.net"])
+def test_our_queue_and_bounce_addresses_are_ours_whatever_the_domains(
+        elsewhere: Gateway, recipient: str) -> None:
+    """Found by QA: mail to a queue (and to its reply tokens, and the VERP bounces of our
+    mail) got 550 when the queue's domain was not among [smtp] domains."""
+    with smtplib.SMTP(HOST, elsewhere.port, timeout=30) as client:
+        client.ehlo()
+        assert client.mail("ann@customer.test")[0] == 250
+        assert client.rcpt(recipient)[0] == 250
+        assert client.rcpt("someone@example.org")[0] == 550  # the domain itself is not ours
+
+
+def test_a_line_longer_than_rfc_5321_allows_is_taken(gateway: Gateway) -> None:
+    """Found by QA: a 1,500-byte line (Exim does not wrap) got a permanent 500, a mail the
+    pipe and IMAP take. Only the size limit counts."""
+    data = (b"From: ann@customer.test\r\nTo: support@example.com\r\nSubject: long line\r\n"
+            b"Message-ID: <long-line@customer.test>\r\n\r\n" + b"x" * 1500 + b"\r\n")
+    code, text = send(gateway.port, data)
+    assert code == 250 and TICKET.search(text), text
+    assert gateway.copies("<long-line@customer.test>") == 1
+
+
 def test_one_refused_recipient_does_not_stop_the_others(gateway: Gateway) -> None:
     with smtplib.SMTP(HOST, gateway.port, timeout=30) as client:
         refused = client.sendmail("ann@customer.test", ["x@evil.test", "support@example.com"],
