@@ -12,11 +12,12 @@ import json
 import mailbox
 import multiprocessing
 import os
+import re
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -43,7 +44,7 @@ def _messages(files: Sequence[Path], mbox: Path | None, maildir: Path | None
     if mbox:  # get_bytes: the bytes as they are; as_bytes() would refold the headers
         box = mailbox.mbox(mbox, create=False)
         for key in box.iterkeys():  # iterating a mailbox yields messages, not keys
-            yield f"{mbox}:{key}", box.get_bytes(key)
+            yield f"{mbox}:{key}", unquote_from(box.get_bytes(key))
     if maildir:
         for key, path in _maildir_files(maildir):
             yield f"{maildir}:{key}", path
@@ -51,13 +52,30 @@ def _messages(files: Sequence[Path], mbox: Path | None, maildir: Path | None
         yield "stdin", sys.stdin.buffer.read()
 
 
+FROM_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
+
+
+def unquote_from(data: bytes) -> bytes:
+    """An mbox writer quotes a body line starting "From " as ">From " (and, mboxrd, a quoted
+    one with one more ">"); reading takes one ">" off, as mutt and Thunderbird do, so the
+    message is the one that was written."""
+    return FROM_QUOTED.sub(rb"\1", data)
+
+
 def _maildir_files(maildir: Path) -> list[tuple[str, Path]]:
     """A Maildir's messages (new/ and cur/) by key, the order mailbox.Maildir gives them: its
     key is the file name before the flags that follow the colon."""
     found = [(entry.name.split(":")[0], Path(entry.path))
-             for sub in ("new", "cur") for entry in os.scandir(maildir / sub)
+             for sub in ("new", "cur") if (maildir / sub).is_dir()
+             for entry in os.scandir(maildir / sub)
              if entry.is_file() and not entry.name.startswith(".")]
     return sorted(found)
+
+
+def _a_maildir(_ctx: click.Context, _param: click.Parameter, path: Path | None) -> Path | None:
+    if path is not None and not ((path / "cur").is_dir() or (path / "new").is_dir()):
+        raise click.BadParameter(f"{path} is not a Maildir: it has no cur/ or new/ folder")
+    return path
 
 
 def _batch(chunk: Sequence[Item], kind: str) -> list[tuple[bytes, Source]]:
@@ -135,7 +153,8 @@ def _ingest_chunk(config: str, kind: str, index: int, chunk: list[Item]) -> list
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--mbox", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--maildir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--maildir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              callback=_a_maildir)
 @click.option("--jobs", "-j", default=0, type=click.IntRange(0, 64),
               help="Worker processes; 0 (default): every core for --maildir/--mbox.")
 @pass_context
@@ -148,12 +167,15 @@ def ingest(ctx: Context, files: tuple[Path, ...], mbox: Path | None, maildir: Pa
     chunks = _chunks(_messages(files, mbox, maildir), BATCH)
     progress = _progress(maildir, mbox, files)
     exit_code = 0
+    shared_terminal = (progress.external_write_mode if progress and sys.stdout.isatty()
+                       else nullcontext)
     try:
         for results in _run(ctx, kind, chunks, jobs):
             for result in results:
                 if result.pop("_65", False):
                     exit_code = os.EX_DATAERR
-                click.echo(json.dumps(result, ensure_ascii=False))
+                with shared_terminal():  # the line goes above the bar, not after it
+                    click.echo(json.dumps(result, ensure_ascii=False))
             if progress is not None:
                 progress.update(len(results))
     except TemporaryFailure as error:
@@ -213,7 +235,7 @@ def _progress(maildir: Path | None, mbox: Path | None, files: Sequence[Path]):  
         return None
     from tqdm import tqdm
 
-    total = len(files) + (len(mailbox.Maildir(maildir, create=False)) if maildir else 0)
+    total = len(files) + (len(_maildir_files(maildir)) if maildir else 0)
     return tqdm(total=total or None, unit="msg", file=sys.stderr)
 
 

@@ -82,7 +82,11 @@ def test_mbox_and_maildir_imports_keep_the_bytes_as_they_came(
         tmp_path: Path, config: Path, opened: Runtime) -> None:
     """Regression: the mbox import stored message.as_bytes(), which refolds long headers
     and rewrites 8-bit ones, so the raw message kept was not the one received."""
-    originals = [eml("raw-8bit-headers"), eml("mailman-list-post"), eml("gmail-stranger-forward")]
+    quoted = EmailMessage()  # found by QA: mbox quotes a body line "From ..." as ">From ..."
+    quoted["From"], quoted["Subject"] = "ann@customer.test", "From lines"
+    quoted.set_content("Hi,\n\nFrom Monday on the printer is broken.\n")
+    originals = [eml("raw-8bit-headers"), eml("mailman-list-post"), eml("gmail-stranger-forward"),
+                 bytes(quoted)]
     box = mailbox.mbox(tmp_path / "history.mbox")
     for data in originals:
         box.add(data)
@@ -93,7 +97,7 @@ def test_mbox_and_maildir_imports_keep_the_bytes_as_they_came(
 
     imported = mailgateway(config, "ingest", "--mbox", str(tmp_path / "history.mbox"))
     assert imported.returncode == 0, imported.stderr
-    assert [r["action"] for r in json_lines(imported)] == ["created"] * 3
+    assert [r["action"] for r in json_lines(imported)] == ["created"] * 4
     with opened.sessions() as session:
         kept = [opened.store.get(sha) for sha in session.scalars(
             select(RawMail.sha256).order_by(RawMail.id))]
@@ -101,7 +105,7 @@ def test_mbox_and_maildir_imports_keep_the_bytes_as_they_came(
 
     again = mailgateway(config, "ingest", "--maildir", str(tmp_path / "Maildir"))
     assert again.returncode == 0, again.stderr
-    assert sorted(r["action"] for r in json_lines(again)) == ["duplicate"] * 3
+    assert sorted(r["action"] for r in json_lines(again)) == ["duplicate"] * 4
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
@@ -123,6 +127,52 @@ def test_a_maildir_import_takes_new_and_cur_in_key_order(
                            str(tmp_path / "Maildir"))
     assert imported.returncode == 0, imported.stderr
     assert [r["message_id"] for r in json_lines(imported)] == [keys[k] for k in sorted(keys)]
+
+
+def test_a_folder_that_is_no_maildir_is_refused_in_one_line(tmp_path: Path,
+                                                             config: Path) -> None:
+    """Found by QA: a traceback ending in FileNotFoundError .../cur, exit 1."""
+    (tmp_path / "exported").mkdir()
+    refused = mailgateway(config, "ingest", "--maildir", str(tmp_path / "exported"))
+    assert refused.returncode == 2 and refused.stdout == b""
+    assert b"is not a Maildir: it has no cur/ or new/ folder" in refused.stderr
+    assert b"Traceback" not in refused.stderr
+
+
+def test_a_progress_bar_on_a_terminal_counts_messages_and_keeps_the_json_lines_whole(
+        tmp_path: Path, config: Path, opened: Runtime) -> None:
+    """Found by QA: the bar counted a dot file the import skips (ended at 3/4), and on one
+    terminal the first JSON line was written on the bar's line."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    maildir = mailbox.Maildir(tmp_path / "Maildir")
+    for name in ("thunderbird-new-ticket", "gmail-new-ticket", "billing-new"):
+        maildir.add(eml(name))
+    (tmp_path / "Maildir" / "cur" / ".partial:2,").write_bytes(b"Subject: half\n")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # a window
+    process = subprocess.Popen([str(MAILGATEWAY), "--config", str(config), "--log-level",
+                                "warning", "ingest", "--jobs", "1", "--maildir",
+                                str(tmp_path / "Maildir")], stdout=follower, stderr=follower)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert process.wait(timeout=60) == 0
+    os.close(leader)
+    text = seen.decode()
+    assert "3/3" in text and "/4" not in text
+    lines = [line for line in text.replace("\r", "\n").splitlines() if '"action"' in line]
+    assert len(lines) == 3 and all(line.startswith('{"action": "created"') for line in lines)
 
 
 def test_not_a_message_exits_65_and_waits_in_quarantine(config: Path, opened: Runtime) -> None:
