@@ -110,7 +110,7 @@ class ImapAccount:
     folder: str = "INBOX"
     processed_folder: str = ""
     idle: bool = True
-    idle_timeout: int = field(default=1500, metadata=check(_positive))
+    idle_timeout: int = field(default=300, metadata=check(_positive))  # see config.toml
     poll_interval: int = field(default=60, metadata=check(_positive))
 
 
