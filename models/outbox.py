@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from models.db import new_ids
 from models.errors import Conflict, NotFound
 from models.events import EventKind, record_event
 from models.schema import Message, Outbox, OutboxState, Ticket, utcnow
@@ -57,16 +58,18 @@ def enqueue(
     session: Session, *, kind: str, recipients: Sequence[str], context: dict,
     rfc_message_id: str, ticket: Ticket | None = None, message: Message | None = None,
 ) -> Outbox:
-    """One outgoing mail, queued in the caller's transaction; it leaves after the commit."""
+    """One outgoing mail, queued in the caller's transaction; it leaves after the commit.
+    Its id is known at once, the row written at the next flush (a batch's acknowledgements
+    with one statement, not a flush each)."""
     with_ids(session, ticket, message)
     row = Outbox(
-        kind=kind, ticket_id=ticket.id if ticket else None,
+        id=new_ids(session, Outbox.__table__, 1)[0], kind=kind,
+        ticket_id=ticket.id if ticket else None, message=message,
         message_row_id=message.id if message else None,
         rfc_message_id=rfc_message_id, recipients=[r.strip().lower() for r in recipients],
         context=context, state=OutboxState.QUEUED, attempts=0, next_attempt_at=utcnow(),
     )
     session.add(row)
-    session.flush()
     session.info[QUEUED_FLAG] = True  # the sender, listening for commits, wakes up
     return row
 

@@ -290,6 +290,8 @@ class Outbox(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # so a flush writes the message before the mail that carries it (ids come from new_ids)
+    message: Mapped[Message | None] = relationship(foreign_keys=[message_row_id])
 
 
 class Suppression(Base):

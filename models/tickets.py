@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.contacts import contact_for
+from models.db import new_ids
 from models.errors import NotFound
 from models.events import EventKind, record_event
 from models.schema import (
@@ -132,7 +133,7 @@ def add_system_message(session: Session, ticket: Ticket, draft: MessageDraft) ->
     """Mail the gateway itself sends on a ticket (an acknowledgement): shown in the
     conversation so replies to it thread, but no agent activity and no state change."""
     message = _add_message(session, ticket, draft, author=None)
-    session.flush()
+    message.id = new_ids(session, Message.__table__, 1)[0]  # written with the next flush
     return message
 
 
