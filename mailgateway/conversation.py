@@ -26,7 +26,7 @@ from mailgateway.config import Settings
 from mailgateway.parse import ParsedMail
 from mailgateway.reply_token import ticket_from_address
 from models.db import in_lists
-from models.schema import Message, Ticket
+from models.schema import Direction, Message, Ticket
 from models.tickets import get_ticket, is_participant, naive_utc
 
 MAX_REFERENCES = 50
@@ -103,10 +103,11 @@ class Known:
         keys = list(dict.fromkeys(keys))
         missing = [k for k in keys if k not in self._asked]
         for part in in_lists(missing):
-            for key, ticket_id, sent_at in session.execute(
-                    select(Message.dedup_key, Message.ticket_id, Message.sent_at)
-                    .where(Message.dedup_key.in_(part))):
-                self.tickets[key], self.dates[key] = ticket_id, sent_at
+            for key, ticket_id, sent_at, direction in session.execute(
+                    select(Message.dedup_key, Message.ticket_id, Message.sent_at,
+                           Message.direction).where(Message.dedup_key.in_(part))):
+                self.tickets[key] = ticket_id  # our own mail's sent_at is when it left:
+                self.dates[key] = sent_at if direction == Direction.INBOUND else None  # no Date
             self._asked.update(part)
         return {k: self.tickets[k] for k in keys if k in self.tickets}
 

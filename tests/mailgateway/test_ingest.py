@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from mailgateway.cli_setup import prepare_database
 from mailgateway.config import load_settings
@@ -139,6 +140,22 @@ def test_a_message_id_a_web_form_reuses_for_every_mail_loses_no_one(
         again = deliver(runtime, with_headers(data, *IMAP_HOP), kind="imap")
         assert (again.action, again.ticket) == ("duplicate", ticket)
     assert stored_messages(runtime, "<contactform@shop.example>") == 2
+
+
+def test_our_reply_coming_back_through_a_list_is_still_a_duplicate(runtime: Runtime) -> None:
+    """Our own mail's stored time is when it left, not its Date header: a copy of it that
+    comes back (a list that rewrote From) is not taken for a reused Message-ID."""
+    first = deliver(runtime, "thunderbird-new-ticket")
+    answer(runtime, first.ticket, AGENT_REPLY)
+    with runtime.sessions.begin() as session:
+        session.execute(update(Message).where(Message.message_id == AGENT_REPLY)
+                        .values(sent_at=datetime(2024, 6, 3, 10, 0, 7, 123456)))
+    copy = (f"From: Support via Users <users@lists.example.org>\nTo: users@lists.example.org\n"
+            f"Subject: Re: [ACME #{first.ticket}] Printer\nDate: Mon, 3 Jun 2024 10:00:05 +0000\n"
+            f"Message-ID: {AGENT_REPLY}\n\nDear customer, we are on it.\n").encode()
+    back = deliver(runtime, copy)
+    assert (back.action, back.ticket) == ("duplicate", first.ticket)
+    assert stored_messages(runtime, AGENT_REPLY) == 1
 
 
 # -- nothing lost ---------------------------------------------------------------------------
